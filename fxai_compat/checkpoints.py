@@ -1,0 +1,102 @@
+"""Training checkpoints both hosts can read: atomic writes, safe loads, clear refusals.
+
+A *training checkpoint* holds the policy, the optimizer, and the core's RL state (counters,
+environment and RNG state). ``LegacyTrainer`` writes its own layout; Lightning writes its ``.ckpt``
+layout with the RL state under ``fxai_rl_state``. :func:`read_training_checkpoint` reads either,
+always with ``torch.load(weights_only=True)``: arbitrary pickles are refused, never executed.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["CheckpointError", "TrainingCheckpoint", "read_training_checkpoint", "write_atomic",
+           "LEGACY_FORMAT", "RL_STATE_KEY", "POLICY_PREFIX"]
+
+LEGACY_FORMAT = "fxai-legacy-checkpoint"
+RL_STATE_KEY = "fxai_rl_state"
+#: The policy is the ``policy`` attribute of the Lightning module, so its keys carry this prefix there.
+POLICY_PREFIX = "policy."
+
+
+class CheckpointError(ValueError):
+    """A file given as a training checkpoint is missing, damaged or something else."""
+
+
+@dataclass
+class TrainingCheckpoint:
+    path: str
+    model: dict[str, torch.Tensor]
+    optimizer: dict[str, Any] | None
+    rl_state: dict[str, Any]
+    callbacks: dict[str, Any] = field(default_factory=dict)
+    run_cycles_done: int = 0
+
+
+def write_atomic(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` to a temporary file in the same folder, fsync, then rename over ``path``.
+
+    A reader (or a resumed run) therefore sees either the old file or the complete new one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(obj, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def load_weights_only(path: str | os.PathLike) -> Any:
+    """``torch.load(weights_only=True)`` with one-line errors for missing, damaged and unsafe files."""
+    path = str(path)
+    if not os.path.isfile(path):
+        raise CheckpointError(f"Checkpoint {path} does not exist.")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"Refused to load {path}: it holds Python objects that weights_only loading does not "
+                              f"allow ({first[:160]}); only trusted tensor checkpoints are loaded.") from None
+    except (EOFError, RuntimeError, zipfile.BadZipFile, ValueError, OSError) as exc:
+        raise CheckpointError(f"Checkpoint {path} is truncated or not a PyTorch checkpoint "
+                              f"({type(exc).__name__}: {str(exc)[:160]}).") from None
+
+
+def read_training_checkpoint(path: str | os.PathLike) -> TrainingCheckpoint:
+    """Read a full training checkpoint written by either host."""
+    data = load_weights_only(path)
+    path = str(path)
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path} holds a {type(data).__name__}, not a training checkpoint.")
+    if data.get("format") == LEGACY_FORMAT:
+        return TrainingCheckpoint(path, data["model"], data.get("optimizer"), data["rl_state"],
+                                  data.get("callbacks", {}), int(data.get("run_cycles_done", 0)))
+    if "state_dict" in data and RL_STATE_KEY in data:
+        model = {k[len(POLICY_PREFIX):]: v for k, v in data["state_dict"].items() if k.startswith(POLICY_PREFIX)}
+        optimizers = data.get("optimizer_states") or [None]
+        loops = data.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {}).get("current", {})
+        return TrainingCheckpoint(path, model, optimizers[0], data[RL_STATE_KEY], data.get("fxai_callbacks", {}),
+                                  int(loops.get("completed", 0)))
+    if data and all(isinstance(v, torch.Tensor) for v in data.values()):
+        raise CheckpointError(f"{path} is a bare model state dict (as written by torch.save(model.state_dict())), "
+                              f"not a full training checkpoint; load it with model.load_state_dict(torch.load(...)) "
+                              f"or pass a checkpoint written by trainer.save_checkpoint.")
+    raise CheckpointError(f"{path} is not an fxai training checkpoint (top-level keys: "
+                          f"{', '.join(sorted(map(str, data))[:12]) or 'none'}).")

@@ -1,0 +1,337 @@
+"""The Lightning host: ``PPOLightningModule``, ``RLDataModule``, the RL event protocol and ``fit``.
+
+One Lightning epoch is one cycle of the legacy contract, and the whole cycle's PPO work runs in a
+single ``training_step`` with manual optimization: collect the rollout, then ``update_epochs`` x
+minibatches of updates, one optimizer step each. This is a measured design decision: collecting
+in ``on_train_epoch_start`` and drawing minibatches from the dataloader makes Lightning fetch the
+first batch before the epoch starts (parameters diverge from the plain loop), and one Lightning
+batch per minibatch costs ~0.5 ms of loop and hook dispatch per update. Evaluation runs in
+Lightning's validation loop, every ``eval_every`` epochs.
+
+Where each legacy event's moment falls in Lightning's hook sequence (the adapter relies on it)::
+
+    on_train_start (callbacks, then module) ........ on_training_start; module resets envs ->
+                                                      RL episode_start x n_envs
+    training_step (one per epoch = cycle) .......... RL rollout_start, step_start/step_end,
+                                                      episode_end/episode_start, rollout_end,
+                                                      update_start/update_end
+    validation loop (when due; never sanity) ....... on_validation_start -> on_evaluation_start,
+                                                      on_validation_end -> on_evaluation_end
+    on_train_epoch_end (callbacks, module, then
+      ModelCheckpoint) ............................. on_metrics_computed, on_cycle_complete, then
+                                                      the checkpoint write -> on_checkpoint_saved
+    on_train_end ................................... on_training_end
+
+The **RL event protocol**: the module announces environment-level events live by calling
+:class:`RLEventBus` ``emit(event, payload)``; every callback of the trainer that defines
+``on_rl_<event>(trainer, pl_module, payload)`` receives it, in callback order. The events are
+``episode_start``, ``rollout_start``, ``step_start``, ``step_end``, ``episode_end``, ``rollout_end``,
+``update_start`` and ``update_end`` (payloads as in the legacy contract). Any LightningModule can
+speak it: build an ``RLEventBus(trainer, module)`` in ``on_train_start`` and emit.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.loggers import CSVLogger
+from pytorch_lightning.plugins.io import TorchCheckpointIO
+from pytorch_lightning.strategies import DDPStrategy
+
+from .checkpoints import RL_STATE_KEY, write_atomic
+from .config import TrainConfig
+from .ppo import RL_EVENTS, PPOCore
+
+__all__ = ["PPOLightningModule", "RLDataModule", "RLEventBus", "RL_HOOKS", "NotifyingCheckpointIO",
+           "CycleCheckpoint", "RLDDPStrategy", "fit", "build_trainer", "LOGGED_METRICS"]
+
+#: RL event -> the callback method that receives it.
+RL_HOOKS = {event: f"on_rl_{event}" for event in RL_EVENTS}
+
+#: Legacy metric key -> the name the module logs it under (``self.log``); data, overridable by adapters.
+LOGGED_METRICS = {
+    "timesteps_total": "train/timesteps_total",
+    "episodes_total": "train/episodes_total",
+    "cycle": "train/cycle",
+    "episode_reward_mean": "train/episode_reward_mean",
+    "episode_length_mean": "train/episode_length_mean",
+    "loss": "train/loss",
+    "policy_loss": "train/policy_loss",
+    "value_loss": "train/value_loss",
+    "entropy": "train/entropy",
+    "approx_kl": "train/approx_kl",
+    "clip_fraction": "train/clip_fraction",
+    "eval_episode_reward_mean": "val/episode_reward_mean",
+    "eval_win_rate": "val/win_rate",
+}
+_EVAL_LOGGED = {"episode_reward_mean": "val/episode_reward_mean", "episode_reward_std": "val/episode_reward_std",
+                "episode_length_mean": "val/episode_length_mean", "win_rate": "val/win_rate"}
+
+
+def rl_noop(func):
+    """Marks a base-class RL hook as a no-op, so the bus never calls it (inherited no-ops cost nothing)."""
+    func._fxai_rl_noop = True
+    return func
+
+
+class RLEventBus:
+    """Delivers a module's RL events to the callbacks that listen, resolved once per run."""
+
+    def __init__(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule"):
+        self.trainer, self.pl_module = trainer, pl_module
+        self.listeners: dict[str, list] = {}
+        for event, hook in RL_HOOKS.items():
+            found = []
+            for cb in trainer.callbacks:
+                fn = getattr(cb, hook, None)
+                if callable(fn) and not getattr(fn, "_fxai_rl_noop", False):
+                    found.append(fn)
+            self.listeners[event] = found
+
+    def wants(self, event: str) -> bool:
+        return bool(self.listeners[event])
+
+    def emit(self, event: str, payload: Any) -> None:
+        trainer, module = self.trainer, self.pl_module
+        for fn in self.listeners[event]:
+            fn(trainer, module, payload)
+
+
+class _Ticks(torch.utils.data.Dataset):
+    """One item per epoch: the 'batch' only tells the module a cycle is due; the data is the environment."""
+
+    def __len__(self) -> int:
+        return 1
+
+    def __getitem__(self, index: int) -> int:
+        return index
+
+
+class RLDataModule(pl.LightningDataModule):
+    """Provides the per-cycle ticks for training and evaluation.
+
+    In RL the data is generated by the environments, which the PPO core owns (both hosts step the
+    same environments the same way); this data module gives Lightning's loops one batch per cycle.
+    """
+
+    def __init__(self, config: TrainConfig):
+        super().__init__()
+        self.config = config
+
+    def train_dataloader(self):
+        return torch.utils.data.DataLoader(_Ticks(), batch_size=None)
+
+    def val_dataloader(self):
+        return torch.utils.data.DataLoader(_Ticks(), batch_size=None)
+
+
+class PPOLightningModule(pl.LightningModule):
+    """PPO on the shared core, one cycle per epoch (manual optimization), speaking the RL event protocol.
+
+    Exact (Python float) values of everything it logs are kept in ``exact_logged`` for parity
+    checks, since ``self.log`` stores float32 tensors. ``last_eval_results`` holds the latest
+    evaluation's results.
+    """
+
+    def __init__(self, config: TrainConfig | Mapping[str, Any]):
+        super().__init__()
+        self.config = config if isinstance(config, TrainConfig) else TrainConfig.from_mapping(config)
+        self.save_hyperparameters({"config": self.config.to_dict()})
+        self.automatic_optimization = False
+        self.core = PPOCore(self.config)
+        self.policy = self.core.policy
+        self.exact_logged: dict[str, Any] = {}
+        self.last_eval_results: dict[str, Any] | None = None
+        self.rl_events: RLEventBus | None = None
+        self._sync_gradients = None
+
+    # -- set-up -------------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        trainer = self.trainer
+        if trainer.world_size > 1 and self.core.world_size != trainer.world_size:
+            # Each rank steps its own environments, seeded by rank; the policy init is identical.
+            self.core = PPOCore(self.config, rank=trainer.global_rank, world_size=trainer.world_size)
+            self.policy = self.core.policy
+        if trainer.world_size > 1:
+            self._sync_gradients = _average_gradients
+
+    def configure_optimizers(self):
+        return self.core.make_optimizer(self.policy.parameters())
+
+    def on_train_start(self) -> None:
+        # Callbacks' on_train_start (on_training_start, a legacy resume) has run; now start the envs.
+        self.rl_events = RLEventBus(self.trainer, self)
+        self.core.start(self.rl_events)
+
+    # -- a cycle --------------------------------------------------------------------------------
+    def training_step(self, batch, batch_idx):
+        core, bus = self.core, self.rl_events
+        if bus is None:  # a module driven without on_train_start (e.g. tests calling fit_loop pieces)
+            bus = self.rl_events = RLEventBus(self.trainer, self)
+            core.start(bus)
+        self.exact_logged = {}
+        self.last_eval_results = None
+        opt = self.optimizers()
+        core.begin_cycle()
+        core.collect_rollout(bus)
+        core.update(opt, bus, backward=self.manual_backward, step=opt.step, sync_gradients=self._sync_gradients)
+        core.end_cycle()
+        metrics = core.cycle_metrics(None)
+        for key, value in metrics.items():
+            self._log_exact(LOGGED_METRICS[key], value, prog_bar=key == "episode_reward_mean")
+        return None
+
+    def validation_step(self, batch, batch_idx):
+        if self.trainer.sanity_checking:  # sanity checks must not evaluate (no side effects, no RNG drift)
+            return None
+        results = self.core.evaluate()
+        self.last_eval_results = results
+        for key, name in _EVAL_LOGGED.items():
+            self._log_exact(name, results[key], prog_bar=key == "episode_reward_mean")
+        return None
+
+    def _log_exact(self, name: str, value: Any, prog_bar: bool = False) -> None:
+        self.exact_logged[name] = value
+        self.log(name, float(value), on_step=False, on_epoch=True, prog_bar=prog_bar, batch_size=1,
+                 sync_dist=False)
+
+    def cycle_metrics(self) -> dict[str, Any]:
+        """The legacy ``metrics`` dict of the cycle just finished (exact values), eval keys included when due."""
+        return self.core.cycle_metrics(self.last_eval_results)
+
+    # -- checkpoints ----------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[RL_STATE_KEY] = self.core.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if RL_STATE_KEY in checkpoint:
+            self.core.load_state_dict(checkpoint[RL_STATE_KEY])
+
+
+def _average_gradients(params: list[torch.Tensor]) -> None:
+    """All-reduce the gradients of all ranks in one collective (the module is not wrapped in DDP)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    torch.distributed.all_reduce(flat)
+    flat /= torch.distributed.get_world_size()
+    offset = 0
+    for g in grads:
+        n = g.numel()
+        g.copy_(flat[offset:offset + n].view_as(g))
+        offset += n
+
+
+class RLDDPStrategy(DDPStrategy):
+    """DDP without the ``DistributedDataParallel`` wrapper.
+
+    A PPO cycle runs many backward passes inside one ``training_step``; DDP's reducer allows one
+    per forward of the wrapper. The module averages gradients itself after each backward (one
+    all-reduce per minibatch), so the wrapper is left out; everything else is Lightning's DDP.
+    """
+
+    def configure_ddp(self) -> None:
+        pass
+
+
+class NotifyingCheckpointIO(TorchCheckpointIO):
+    """Writes checkpoints atomically (temp file + rename) and tells listeners once the file is on disk.
+
+    Lightning 2.x has no after-save hook (``on_save_checkpoint`` runs before the write, with the
+    dict); this is the one place every save passes through: ``ModelCheckpoint`` and manual
+    ``trainer.save_checkpoint`` alike. One instance per trainer; any number of listeners.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.listeners: list = []
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} does not take storage_options (got {storage_options!r}).")
+        write_atomic(checkpoint, path)
+        for listener in list(self.listeners):
+            listener(str(path))
+
+    @staticmethod
+    def of(trainer: "pl.Trainer") -> "NotifyingCheckpointIO":
+        """The trainer's notifying CheckpointIO, installed on first use if the trainer has the default one."""
+        io = trainer.strategy.checkpoint_io
+        if isinstance(io, NotifyingCheckpointIO):
+            return io
+        if type(io) is not TorchCheckpointIO:
+            raise TypeError(f"The trainer uses a custom CheckpointIO ({type(io).__name__}); checkpoint events need "
+                            f"fxai_compat.NotifyingCheckpointIO. Pass plugins=[NotifyingCheckpointIO()] or subclass it.")
+        io = NotifyingCheckpointIO()
+        trainer.strategy.checkpoint_io = io
+        return io
+
+
+class CycleCheckpoint(ModelCheckpoint):
+    """``ModelCheckpoint`` writing one ``cycle-NNNN.ckpt`` per due cycle (named like the legacy loop's files)
+    plus a ``last.ckpt`` link for ``ckpt_path="last"``."""
+
+    def __init__(self, dirpath: str, every_n_epochs: int):
+        super().__init__(dirpath=dirpath, filename="cycle-{cycle:04d}", every_n_epochs=every_n_epochs, save_top_k=-1,
+                         save_last="link", save_on_train_epoch_end=True, auto_insert_metric_name=False,
+                         enable_version_counter=False)
+
+    def _monitor_candidates(self, trainer: "pl.Trainer") -> dict[str, torch.Tensor]:
+        candidates = super()._monitor_candidates(trainer)
+        core = getattr(trainer.lightning_module, "core", None)
+        if core is not None:
+            candidates["cycle"] = torch.tensor(core.cycle)
+        return candidates
+
+
+def build_trainer(config: TrainConfig, callbacks: Iterable[pl.Callback] | None = None, **trainer_kwargs: Any) -> pl.Trainer:
+    """A ``pl.Trainer`` set up for RL cycles: one epoch per cycle, validation every ``eval_every``
+    epochs, periodic checkpoints, atomic notifying checkpoint writes, CSV logs. ``trainer_kwargs`` win."""
+    callbacks = list(callbacks or [])
+    if config.checkpoint_every and not any(isinstance(cb, ModelCheckpoint) for cb in callbacks):
+        callbacks.append(CycleCheckpoint(config.checkpoint_dir, config.checkpoint_every))
+    root = trainer_kwargs.pop("default_root_dir", None) or str(Path(config.checkpoint_dir).parent)
+    kwargs: dict[str, Any] = dict(
+        max_epochs=config.cycles, accelerator="cpu", devices=1, num_sanity_val_steps=0,
+        check_val_every_n_epoch=config.eval_every or 1, limit_val_batches=1 if config.eval_every else 0,
+        logger=CSVLogger(save_dir=root, name="lightning_logs"), enable_model_summary=False,
+        enable_checkpointing=bool(config.checkpoint_every), log_every_n_steps=1, default_root_dir=root,
+        enable_progress_bar=False)
+    kwargs.update(trainer_kwargs)
+    if kwargs.get("strategy") == "ddp":
+        kwargs["strategy"] = RLDDPStrategy()
+    plugins = list(kwargs.pop("plugins", None) or [])
+    if not any(isinstance(p, TorchCheckpointIO) for p in plugins):
+        plugins.append(NotifyingCheckpointIO())
+    kwargs["plugins"] = plugins
+    kwargs["callbacks"] = callbacks
+    _quiet_rl_warnings()
+    return pl.Trainer(**kwargs)
+
+
+def fit(config: TrainConfig | Mapping[str, Any], callbacks: Iterable[pl.Callback] | None = None, *,
+        ckpt_path: str | None = None, **trainer_kwargs: Any) -> pl.Trainer:
+    """Train PPO under Lightning and return the trainer (``trainer.lightning_module`` holds the model).
+
+    Same config and seed as ``LegacyTrainer`` = the same run. ``trainer_kwargs`` pass through to
+    ``pl.Trainer`` (``strategy="ddp", devices=2``, ``logger=...``, ``enable_progress_bar=True`` ...).
+    ``ckpt_path`` resumes an interrupted run (``"last"`` picks the newest ``last.ckpt``).
+    """
+    cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_mapping(config)
+    trainer = build_trainer(cfg, callbacks, **trainer_kwargs)
+    module = PPOLightningModule(cfg)
+    trainer.fit(module, datamodule=RLDataModule(cfg), ckpt_path=ckpt_path)
+    return trainer
+
+
+def _quiet_rl_warnings() -> None:
+    # One batch per epoch is the design, not a data-loading problem.
+    for pattern in (".*does not have many workers.*", ".*smaller than the logging interval.*",
+                    ".*is an invalid value for `max_epochs`.*", ".*Checkpoint directory .* exists and is not empty.*"):
+        warnings.filterwarnings("ignore", message=pattern)
