@@ -1,0 +1,586 @@
+"""``LegacyCallbackAdapter``: runs an unchanged legacy FxAI callback inside a Lightning ``Trainer``.
+
+The adapter is a ``pytorch_lightning.Callback``. It translates Lightning's hooks and the RL event
+protocol into the 16 legacy events according to :data:`~fxai_compat.events.EVENT_MAP`, hands the
+legacy callback a trainer *view* with the legacy trainer surface, and dispatches through a
+``legacy_callbacks.CallbackManager`` (the legacy by-name binding, stop protocol and error policy,
+not a second copy of them).
+
+Cost model: binding is computed once at construction; Lightning hooks and RL events that no
+wrapped callback listens to are switched off on the instance (Lightning skips hooks set to
+``None``; the RL bus skips ``None`` listeners), so a callback that defines 2 events costs nothing
+on the other 14.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable, Mapping
+from types import MappingProxyType
+from typing import Any
+
+import pytorch_lightning as pl
+from pytorch_lightning.callbacks import Callback
+
+from legacy_callbacks import CallbackManager, TrainingContext
+from legacy_callbacks.base import EVENTS
+
+from .checkpoints import read_training_checkpoint
+from .events import (CHECKPOINT_IO_SOURCE, EVENT_MAP, LIGHTNING_SOURCE, RL_SOURCE, EventRoute, route_for)
+from .legacy_host import callback_state_keys
+from .lightning_host import LOGGED_METRICS, RL_HOOKS, NotifyingCheckpointIO
+from .ppo import RL_EVENTS
+
+__all__ = ["LegacyCallbackAdapter", "LightningTrainerView", "wrap", "SUPPORTED_HOOKS", "AdapterConfigError"]
+
+#: Lightning hooks an event may be routed to with ``mapping=`` (plus the RL events and the checkpoint IO).
+SUPPORTED_HOOKS = ("on_train_start", "on_train_end", "on_train_epoch_start", "on_train_epoch_end",
+                   "on_validation_start", "on_validation_end", "on_train_batch_start", "on_train_batch_end",
+                   "on_before_optimizer_step", "on_fit_start", "on_fit_end")
+_ALL_LIGHTNING_HOOKS = SUPPORTED_HOOKS + (
+    "setup", "teardown", "on_sanity_check_start", "on_sanity_check_end", "on_validation_epoch_start",
+    "on_validation_epoch_end", "on_validation_batch_start", "on_validation_batch_end", "on_before_backward",
+    "on_after_backward", "on_before_zero_grad", "on_exception",
+    "on_test_start", "on_test_end", "on_predict_start", "on_predict_end")
+
+
+class AdapterConfigError(ValueError):
+    """A bad ``mapping=``, ``on_error=``, ``ranks=`` or wrapped object, found at construction."""
+
+
+def _parse_source(event: str, spec: Any) -> EventRoute | None:
+    """Turn a ``mapping=`` value into a route: ``None`` drops the event; a hook name or ``rl:<event>``."""
+    base = route_for(event)
+    if spec is None:
+        return None
+    if isinstance(spec, EventRoute):
+        return spec
+    if not isinstance(spec, str):
+        raise AdapterConfigError(f"mapping[{event!r}] must be a hook name, 'rl:<event>' or None; got {spec!r}.")
+    if spec.startswith("rl:"):
+        name = spec[3:]
+        if name not in RL_EVENTS:
+            raise AdapterConfigError(f"mapping[{event!r}] names unknown RL event {name!r}; RL events are: "
+                                     f"{', '.join(RL_EVENTS)}.")
+        return EventRoute(event, RL_SOURCE, name, base.payload, "overridden", base.seed_hook, "mapping= override")
+    if spec == "checkpoint_io":
+        return EventRoute(event, CHECKPOINT_IO_SOURCE, "save", base.payload, "overridden", base.seed_hook,
+                          "mapping= override")
+    if spec not in SUPPORTED_HOOKS:
+        raise AdapterConfigError(
+            f"mapping[{event!r}] names unknown Lightning hook {spec!r}; supported hooks are: "
+            f"{', '.join(SUPPORTED_HOOKS)}; or 'rl:<event>' with one of {', '.join(RL_EVENTS)}; or None to drop it.")
+    return EventRoute(event, LIGHTNING_SOURCE, spec, base.payload, "overridden", base.seed_hook, "mapping= override")
+
+
+def _nan_if_missing(metrics: Mapping[str, Any], name: str) -> Any:
+    value = metrics.get(name)
+    if value is None:
+        return None
+    return value.item() if hasattr(value, "item") else value
+
+
+class LightningTrainerView:
+    """The legacy trainer surface (contract section 2) over a Lightning trainer and module."""
+
+    def __init__(self, adapter: "LegacyCallbackAdapter", trainer: "pl.Trainer", pl_module: "pl.LightningModule"):
+        self._adapter, self._trainer, self._module = adapter, trainer, pl_module
+        config = getattr(pl_module, "config", None)
+        as_dict = config.to_dict() if hasattr(config, "to_dict") else dict(getattr(pl_module, "hparams", {}) or {})
+        self._config = MappingProxyType(as_dict)
+        context = getattr(trainer, "_fxai_context", None)
+        if context is None:  # one context per trainer, shared by every adapter (as in the legacy loop)
+            context = TrainingContext()
+            trainer._fxai_context = context
+        self.context = context
+
+    @property
+    def lightning_trainer(self) -> "pl.Trainer":
+        return self._trainer
+
+    @property
+    def model(self):
+        return getattr(self._module, "policy", self._module)
+
+    @property
+    def config(self) -> Mapping[str, Any]:
+        return self._config
+
+    def _counter(self, name: str, fallback: str) -> int:
+        core = getattr(self._module, "core", None)
+        return getattr(core, name) if core is not None else getattr(self._adapter, fallback)
+
+    @property
+    def total_timesteps(self) -> int:
+        return self._counter("total_timesteps", "_fallback_steps")
+
+    @property
+    def num_episodes(self) -> int:
+        return self._counter("num_episodes", "_fallback_episodes")
+
+    @property
+    def cycle(self) -> int:
+        core = getattr(self._module, "core", None)
+        return core.cycle if core is not None else self._trainer.current_epoch
+
+    @property
+    def stop_training(self) -> bool:
+        return self._adapter._stop_requested
+
+    @stop_training.setter
+    def stop_training(self, value: bool) -> None:
+        self._adapter._stop_requested = bool(value)
+
+    def save_checkpoint(self, path: str | os.PathLike) -> str:
+        """Write a full Lightning checkpoint to ``path`` (fires ``on_checkpoint_saved`` once it is on disk).
+
+        Written directly by this process (no barrier), so it is safe from a rank-0-only callback.
+        """
+        trainer = self._trainer
+        checkpoint = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)
+        NotifyingCheckpointIO.of(trainer).save_checkpoint(checkpoint, str(path))
+        return str(path)
+
+    def load_checkpoint(self, path: str | os.PathLike) -> None:
+        """Restore model, optimizer, counters and RNG/environment state, then fire ``on_checkpoint_loaded``.
+
+        Accepts checkpoints of either host. Training then continues from the loaded state.
+        """
+        ckpt = read_training_checkpoint(path)
+        module = self._module
+        self.model.load_state_dict(ckpt.model)
+        if ckpt.optimizer is not None and self._trainer.optimizers:
+            self._trainer.optimizers[0].load_state_dict(ckpt.optimizer)
+        core = getattr(module, "core", None)
+        if core is not None:
+            core.load_state_dict(ckpt.rl_state)
+        self._adapter._loaded_during_run.append(str(path))
+        self._adapter._fire("on_checkpoint_loaded", "load_checkpoint", checkpoint_path=str(path))
+
+    def __repr__(self) -> str:
+        return f"<LightningTrainerView cycle={self.cycle} total_timesteps={self.total_timesteps}>"
+
+
+class LegacyCallbackAdapter(Callback):
+    """Wrap a legacy callback (or a whole ``CallbackManager``) so it runs unchanged under Lightning.
+
+    Args:
+        callback: any object with some of the 16 legacy ``on_*`` methods, or a ``CallbackManager``
+            (its order and error policy are kept; one adapter is cheaper than N).
+        mapping: per-event overrides of ``EVENT_MAP``: ``{"on_rollout_end": "on_train_epoch_end"}``
+            (a Lightning hook), ``"rl:<event>"`` (an RL-protocol event), or ``None`` (drop the event).
+        on_error: ``"raise"`` (default), ``"warn"`` or ``"disable"``, as in the legacy manager.
+        ranks: ``"zero"`` (default: run on global rank 0, seeing every rank's episodes, batched
+            at rollout end) or ``"all"`` (run on every rank with that rank's events).
+        metric_keys: legacy metric key -> logged name, for the ``metrics`` dict (default ``LOGGED_METRICS``).
+        state_key: key of the wrapped callback's state in Lightning checkpoints (default: derived
+            from the class, numbered when several adapters wrap the same class).
+    """
+
+    def __init__(self, callback: Any, *, mapping: Mapping[str, Any] | None = None, on_error: str = "raise",
+                 ranks: str = "zero", metric_keys: Mapping[str, str] | None = None, state_key: str | None = None):
+        if isinstance(callback, Callback):
+            raise AdapterConfigError(f"{type(callback).__name__} is already a Lightning callback; pass it to the "
+                                     f"Trainer directly (fxai_compat.wrap does this for you).")
+        if ranks not in ("zero", "all"):
+            raise AdapterConfigError(f"ranks must be 'zero' or 'all'; got {ranks!r}.")
+        try:
+            if isinstance(callback, CallbackManager):
+                self.manager = callback
+            else:
+                self.manager = CallbackManager([callback], on_error=on_error)
+        except ValueError as exc:
+            raise AdapterConfigError(str(exc)) from None
+        self.callback = callback
+        self.ranks = ranks
+        self.metric_keys = dict(LOGGED_METRICS if metric_keys is None else metric_keys)
+        self.routes = self._build_routes(mapping or {})
+        self._stop_requested = False
+        self._hook = "construction"
+        self._batch_idx: int | None = None
+        self._view: LightningTrainerView | None = None
+        self._trainer: pl.Trainer | None = None
+        self._io: NotifyingCheckpointIO | None = None
+        self._active = True
+        self._loaded_during_run: list[str] = []
+        self._last_rl: dict[str, Any] = {}
+        self._ddp_buffer: list[tuple[str, Any]] | None = None
+        self._fallback_steps = 0
+        self._fallback_episodes = 0
+        self._base_state_key = state_key or f"{type(self).__name__}[{type(callback).__qualname__}]"
+        self._state_key = self._base_state_key if state_key else f"{self._base_state_key}@{id(self):x}"
+        self.manager.note_context = self._note_context
+        self._install_dispatch()
+        if self._stateful():
+            self.state_dict = self._state_dict  # instance-level: only stateful adapters are "stateful" to Lightning
+            self.load_state_dict = self._load_state_dict
+
+    # -- the routing table -----------------------------------------------------------------------
+    def _build_routes(self, mapping: Mapping[str, Any]) -> dict[str, EventRoute]:
+        unknown = sorted(set(mapping) - set(EVENTS))
+        if unknown:
+            raise AdapterConfigError(f"mapping names unknown legacy event(s) {', '.join(map(repr, unknown))}; "
+                                     f"the 16 events are: {', '.join(EVENTS)}.")
+        routes = {}
+        for route in EVENT_MAP:
+            if route.event in mapping:
+                route = _parse_source(route.event, mapping[route.event])
+                if route is None:
+                    continue
+            if self.manager.has(route.event):
+                routes[route.event] = route
+        return routes
+
+    def _install_dispatch(self) -> None:
+        """Turn off every hook and RL listener that no routed event needs; bind the ones that are needed."""
+        by_hook: dict[str, list[str]] = {}
+        by_rl: dict[str, list[str]] = {}
+        for event in EVENTS:  # keep the contract's order among events sharing one source
+            route = self.routes.get(event)
+            if route is None:
+                continue
+            if route.kind == LIGHTNING_SOURCE:
+                by_hook.setdefault(route.source, []).append(event)
+            elif route.kind == RL_SOURCE:
+                by_rl.setdefault(route.source, []).append(event)
+        # The view's bookkeeping (state key, stop requests, checkpoint listener) needs these always.
+        needed = {"setup", "teardown", "on_train_start", "on_train_epoch_end", "on_exception"}
+        if any(r.kind == RL_SOURCE for r in self.routes.values()):
+            needed.add("on_train_batch_end")  # episode/step events derived from batches of plain modules
+        self._by_hook = by_hook
+        for hook in _ALL_LIGHTNING_HOOKS:
+            if hook not in needed and hook not in by_hook:
+                setattr(self, hook, None)
+        for rl_event in RL_EVENTS:
+            events = by_rl.get(rl_event)
+            if events:
+                setattr(self, RL_HOOKS[rl_event], self._make_rl_handler(rl_event, events))
+            else:
+                setattr(self, RL_HOOKS[rl_event], None)
+        if "rollout_end" not in by_rl:
+            # Under DDP the rank-0 delivery of batched events happens at rollout end.
+            setattr(self, RL_HOOKS["rollout_end"], self._make_rl_handler("rollout_end", []))
+
+    def _stateful(self) -> bool:
+        return bool(callback_state_keys(self.manager.callbacks)) or any(
+            callable(getattr(cb, "get_state", None)) and callable(getattr(cb, "set_state", None))
+            for cb in self.manager.callbacks)
+
+    # -- Lightning callback identity and state ---------------------------------------------------
+    @property
+    def state_key(self) -> str:
+        return self._state_key
+
+    def _state_dict(self) -> dict[str, Any]:
+        state = {key: cb.state_dict() for key, cb in callback_state_keys(self.manager.callbacks).items()}
+        for cb in self.manager.callbacks:
+            if callable(getattr(cb, "get_state", None)) and callable(getattr(cb, "set_state", None)):
+                state.setdefault(f"{type(cb).__name__}.get_state", cb.get_state())
+        return state
+
+    def _load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        for key, cb in callback_state_keys(self.manager.callbacks).items():
+            if key in state_dict:
+                cb.load_state_dict(state_dict[key])
+        for cb in self.manager.callbacks:
+            key = f"{type(cb).__name__}.get_state"
+            if key in state_dict and callable(getattr(cb, "set_state", None)):
+                cb.set_state(state_dict[key])
+
+    # -- dispatch ---------------------------------------------------------------------------------
+    def _note_context(self) -> str:
+        trainer = self._trainer
+        where = f"Lightning hook {self._hook}"
+        if trainer is not None:
+            where += f", epoch {trainer.current_epoch}"
+            if self._batch_idx is not None:
+                where += f", batch {self._batch_idx}"
+        return where
+
+    def _fire(self, event: str, hook: str, **payload: Any) -> None:
+        if not self._active or event not in self.routes:
+            return
+        previous, self._hook = self._hook, hook
+        try:
+            if self.manager.fire(event, trainer=self._view, **payload):
+                self._stop_requested = True
+        finally:
+            self._hook = previous
+
+    def _fire_route(self, event: str, hook: str) -> None:
+        """Fire an event routed to a Lightning hook, building its payload for that moment."""
+        route = self.routes[event]
+        if route.payload is None:
+            self._fire(event, hook)
+            return
+        payload = self._payload_for(event, route.payload)
+        if payload is not _MISSING:
+            self._fire(event, hook, **{route.payload: payload})
+
+    def _payload_for(self, event: str, name: str) -> Any:
+        module = self._trainer.lightning_module
+        if name == "metrics":
+            return self._metrics(module)
+        if name == "eval_results":
+            results = getattr(module, "last_eval_results", None)
+            if results is None:
+                metrics = self._trainer.callback_metrics
+                results = {key: _nan_if_missing(metrics, f"val/{key}") for key in
+                           ("episode_reward_mean", "episode_reward_std", "episode_length_mean", "win_rate")}
+                results["episodes"] = getattr(getattr(module, "config", None), "eval_episodes", None)
+            return dict(results)
+        if name == "checkpoint_path":
+            path = self._trainer.ckpt_path
+            return str(path) if path else _MISSING
+        # An RL payload routed to a Lightning hook by mapping=: the latest one announced.
+        source = route_for(event).source
+        payload = self._last_rl.get(source, _MISSING)
+        return dict(payload) if isinstance(payload, dict) else payload
+
+    def _metrics(self, module: "pl.LightningModule") -> dict[str, Any]:
+        """The contract's ``metrics`` dict, built from what the module logged (exact values when it keeps them)."""
+        exact = getattr(module, "exact_logged", None)
+        source = exact if exact is not None else self._trainer.callback_metrics
+        metrics: dict[str, Any] = {}
+        for key, logged in self.metric_keys.items():
+            if logged in source:
+                value = source[logged]
+                value = value.item() if hasattr(value, "item") else value
+                if key in ("timesteps_total", "episodes_total", "cycle") and not (isinstance(value, float) and math.isnan(value)):
+                    value = int(value)
+                metrics[key] = value
+        return metrics
+
+    def _make_rl_handler(self, rl_event: str, events: list[str]):
+        hook = f"training_step (RL event {rl_event})"
+        single = events[0] if len(events) == 1 else None
+        payload_name = self.routes[single].payload if single else None
+        fire = self._fire
+
+        def handler(trainer, pl_module, payload):
+            if self._ddp_buffer is not None:
+                self._buffer_rl(rl_event, payload, events)
+                return
+            self._last_rl[rl_event] = payload
+            if single is not None:
+                if payload_name is None:
+                    fire(single, hook)
+                else:
+                    fire(single, hook, **{payload_name: _fresh(payload)})
+                return
+            for event in events:
+                name = self.routes[event].payload
+                if name is None:
+                    fire(event, hook)
+                else:
+                    fire(event, hook, **{name: _fresh(payload)})
+
+        return handler
+
+    # -- distributed delivery --------------------------------------------------------------------
+    def _buffer_rl(self, rl_event: str, payload: Any, events: list[str]) -> None:
+        if rl_event == "rollout_end":
+            self._deliver_gathered(payload, events)
+            return
+        # Key each event by the vector step it belongs to (the core counts a step after its step_end),
+        # so that rank 0 can merge the ranks' events step by step; -1 = before the first step.
+        steps = getattr(getattr(self._trainer.lightning_module, "core", None), "vector_steps", 0)
+        key = steps if rl_event in ("step_start", "step_end") else steps - 1
+        self._ddp_buffer.append((key, rl_event, _fresh(payload)))
+
+    def _deliver_gathered(self, rollout_info: dict[str, Any], events: list[str]) -> None:
+        """Gather every rank's buffered step/episode events (one collective per rollout) and, on rank 0,
+        deliver them merged in the contract's order: by vector step, then by global ``env_index``."""
+        import torch.distributed as dist
+
+        trainer = self._trainer
+        world = trainer.world_size
+        gathered: list[Any] = [None] * world
+        dist.all_gather_object(gathered, (self._ddp_buffer, rollout_info))
+        self._ddp_buffer = []
+        if trainer.global_rank != 0:
+            return
+        hook = "training_step (RL events gathered at rollout end)"
+        steps: dict[int, list[tuple[str, Any]]] = {}
+        for buf, _ in gathered:  # rank order, so env_index (rank * n_envs + i) ascends within a step
+            for key, rl_event, payload in buf:
+                steps.setdefault(key, []).append((rl_event, payload))
+        for step in sorted(steps):
+            items = steps[step]
+            starts = [p for e, p in items if e == "step_start"]
+            if starts:
+                self._fire_rl("step_start", starts[0], hook)
+            ends = [p for e, p in items if e == "step_end"]
+            if ends:
+                merged = {"step": ends[0]["step"], "total_timesteps": sum(p["total_timesteps"] for p in ends),
+                          "rewards": [x for p in ends for x in p["rewards"]],
+                          "dones": [x for p in ends for x in p["dones"]],
+                          "actions": [x for p in ends for x in p["actions"]]}
+                self._fire_rl("step_end", merged, hook)
+            episodes = [(p["env_index"], e == "episode_start", e, p) for e, p in items
+                        if e in ("episode_end", "episode_start")]
+            for _, _, e, p in sorted(episodes, key=lambda item: item[:2]):
+                self._fire_rl(e, p, hook)
+        infos = [g[1] for g in gathered]
+        total_eps = sum(i["episodes"] for i in infos)
+        means = [(i["reward_mean"], i["episodes"]) for i in infos if i["episodes"]]
+        merged_info = {"steps": sum(i["steps"] for i in infos), "episodes": total_eps,
+                       "reward_mean": (sum(m * n for m, n in means) / total_eps) if total_eps else float("nan")}
+        for event in events:
+            self._fire(event, "training_step (RL event rollout_end)", rollout_info=merged_info)
+
+    def _fire_rl(self, rl_event: str, payload: Any, hook: str) -> None:
+        for event in EVENTS:
+            route = self.routes.get(event)
+            if route is not None and route.kind == RL_SOURCE and route.source == rl_event:
+                if route.payload is None:
+                    self._fire(event, hook)
+                else:
+                    self._fire(event, hook, **{route.payload: dict(payload) if isinstance(payload, dict) else payload})
+
+    # -- Lightning hooks --------------------------------------------------------------------------
+    def setup(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
+        self._trainer = trainer
+        self._view = LightningTrainerView(self, trainer, pl_module)
+        self._active = self.ranks == "all" or trainer.global_rank == 0
+        self._ddp_buffer = [] if (self.ranks == "zero" and trainer.world_size > 1) else None
+        self._stop_requested = False
+        self._loaded_during_run = []
+        # A stable state key: the class-derived name, numbered among adapters wrapping the same class.
+        same = [cb for cb in trainer.callbacks if isinstance(cb, LegacyCallbackAdapter)
+                and cb._base_state_key == self._base_state_key]
+        if len(same) > 1 and self._state_key != self._base_state_key:
+            index = next(i for i, cb in enumerate(same) if cb is self)
+            self._state_key = self._base_state_key if index == 0 else f"{self._base_state_key}#{index + 1}"
+        else:
+            self._state_key = self._base_state_key
+        saved = self.routes.get("on_checkpoint_saved")
+        if saved is not None and saved.kind == CHECKPOINT_IO_SOURCE and self._active:
+            self._io = NotifyingCheckpointIO.of(trainer)
+            self._io.listeners.append(self._on_file_saved)
+
+    def teardown(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
+        if self._io is not None and self._on_file_saved in self._io.listeners:
+            self._io.listeners.remove(self._on_file_saved)
+        self._io = None
+
+    def _on_file_saved(self, path: str) -> None:
+        self._fire("on_checkpoint_saved", "CheckpointIO.save_checkpoint (after the write)", checkpoint_path=path)
+        if self._stop_requested and self._trainer is not None:
+            self._trainer.should_stop = True
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._hook = "on_train_start"
+        for event in self._by_hook.get("on_train_start", ()):
+            if event == "on_checkpoint_loaded":
+                continue  # after on_training_start, below
+            self._fire_route(event, "on_train_start")
+        if "on_checkpoint_loaded" in self._by_hook.get("on_train_start", ()) and trainer.ckpt_path:
+            self._fire("on_checkpoint_loaded", "on_train_start (resumed from ckpt_path)",
+                       checkpoint_path=str(trainer.ckpt_path))
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._dispatch_hook("on_train_end")
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._dispatch_hook("on_train_epoch_start")
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self._dispatch_hook("on_train_epoch_end")
+        stop = self._stop_requested
+        if trainer.world_size > 1 and self.ranks == "zero":
+            stop = trainer.strategy.broadcast(stop, src=0)
+        if stop:
+            trainer.should_stop = True
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        if not trainer.sanity_checking:
+            self._dispatch_hook("on_validation_start")
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if not trainer.sanity_checking:
+            self._dispatch_hook("on_validation_end")
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        self._dispatch_hook("on_fit_start")
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        self._dispatch_hook("on_fit_end")
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        self._dispatch_hook("on_before_optimizer_step")
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._batch_idx = batch_idx
+        self._dispatch_hook("on_train_batch_start")
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._batch_idx = batch_idx
+        if getattr(pl_module, "rl_events", None) is None:
+            self._fallback_from_batch(outputs, batch)
+        self._dispatch_hook("on_train_batch_end")
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        self.teardown(trainer, pl_module, "fit")
+
+    def _dispatch_hook(self, hook: str) -> None:
+        events = self._by_hook.get(hook)
+        if events:
+            for event in events:
+                self._fire_route(event, hook)
+
+    # -- plain LightningModules (no RL event protocol) ---------------------------------------------
+    def _fallback_from_batch(self, outputs: Any, batch: Any) -> None:
+        """Derive step and episode events from ``done``/``dones``, ``episode_rewards``, ``episode_lengths``
+        found in the step's outputs or batch (the seed guide's approach). Lost in fidelity: per-step
+        timing (one step per batch), ``pnl``/``trades``/``win_rate`` (0, 0, NaN), env indices
+        (positions in the batch), and rollout/update events (not derivable)."""
+        source = outputs if isinstance(outputs, Mapping) and any(k in outputs for k in ("done", "dones")) else batch
+        if not isinstance(source, Mapping):
+            return
+        dones = source.get("dones", source.get("done"))
+        if dones is None:
+            return
+        dones = [bool(d) for d in (dones.tolist() if hasattr(dones, "tolist") else dones)]
+        rewards = source.get("episode_rewards")
+        lengths = source.get("episode_lengths")
+        rewards = rewards.tolist() if hasattr(rewards, "tolist") else rewards
+        lengths = lengths.tolist() if hasattr(lengths, "tolist") else lengths
+        self._fallback_steps += len(dones)
+        hook = "on_train_batch_end (derived from batch)"
+        if "on_step_end" in self.routes and self.routes["on_step_end"].kind == RL_SOURCE:
+            self._fire("on_step_end", hook, step_info={"step": self._fallback_steps // max(len(dones), 1) - 1,
+                                                       "total_timesteps": self._fallback_steps, "rewards": [],
+                                                       "dones": dones, "actions": []})
+        for i, done in enumerate(dones):
+            if not done:
+                continue
+            self._fallback_episodes += 1
+            info = {"env_index": i, "episode_index": self._fallback_episodes - 1,
+                    "reward": float(rewards[i]) if rewards is not None else float("nan"),
+                    "length": int(lengths[i]) if lengths is not None else 0,
+                    "pnl": 0.0, "trades": 0, "win_rate": float("nan")}
+            if "on_episode_end" in self.routes and self.routes["on_episode_end"].kind == RL_SOURCE:
+                self._fire("on_episode_end", hook, episode_info=info)
+
+
+_MISSING = object()
+
+
+def _fresh(payload: Any) -> Any:
+    """A copy for one receiver, so a callback that mutates its payload affects nobody else."""
+    if type(payload) is dict:
+        return {k: (list(v) if type(v) is list else v) for k, v in payload.items()}
+    return payload
+
+
+def wrap(callbacks: Iterable[Any] | Any, **adapter_options: Any) -> list[Callback]:
+    """Normalize a mixed list: legacy callbacks (and ``CallbackManager`` objects) become adapters,
+    Lightning callbacks pass through unchanged. Options go to every adapter created."""
+    if isinstance(callbacks, (Callback, CallbackManager)) or not isinstance(callbacks, Iterable):
+        callbacks = [callbacks]
+    out: list[Callback] = []
+    for cb in callbacks:
+        out.append(cb if isinstance(cb, Callback) else LegacyCallbackAdapter(cb, **adapter_options))
+    return out
