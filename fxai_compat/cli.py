@@ -85,6 +85,8 @@ def _make_callbacks(run: RunConfig, run_dir: Path):
         storage = optuna_opts.pop("storage", None)
         name = optuna_opts.pop("study_name", "fxai")
         direction = optuna_opts.pop("direction", "maximize")
+        if storage and storage.startswith("sqlite:///"):
+            Path(storage[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
         study = optuna.create_study(study_name=name, storage=storage, direction=direction, load_if_exists=True,
                                     pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=2))
         trial = study.ask()
