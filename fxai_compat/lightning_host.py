@@ -185,7 +185,7 @@ class PPOLightningModule(pl.LightningModule):
         core.end_cycle()
         metrics = core.cycle_metrics(None)
         for key, value in metrics.items():
-            self._log_exact(LOGGED_METRICS[key], value, prog_bar=key == "episode_reward_mean")
+            self._log_exact(LOGGED_METRICS[key], value, prog_bar=key == "episode_reward_mean", on_step=True)
         return None
 
     def validation_step(self, batch, batch_idx):
@@ -197,9 +197,13 @@ class PPOLightningModule(pl.LightningModule):
             self._log_exact(name, results[key], prog_bar=key == "episode_reward_mean")
         return None
 
-    def _log_exact(self, name: str, value: Any, prog_bar: bool = False) -> None:
+    def _log_exact(self, name: str, value: Any, prog_bar: bool = False, on_step: bool = False) -> None:
+        # The cycle's training values are logged at step level (one step = one cycle): epoch-level values
+        # are only reduced at on_train_epoch_end, after the validation loop, so a monitor that reads
+        # callback_metrics at validation end (ModelCheckpoint when eval_every > 1, pruning callbacks)
+        # would see the previous cycle's value. Evaluation results are epoch-level values of the val loop.
         self.exact_logged[name] = value
-        self.log(name, float(value), on_step=False, on_epoch=True, prog_bar=prog_bar, batch_size=1,
+        self.log(name, float(value), on_step=on_step, on_epoch=not on_step, prog_bar=prog_bar, batch_size=1,
                  sync_dist=False)
 
     def cycle_metrics(self) -> dict[str, Any]:
@@ -289,20 +293,29 @@ class CycleCheckpoint(ModelCheckpoint):
             candidates["cycle"] = torch.tensor(core.cycle)
         return candidates
 
+    def on_train_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        # ModelCheckpoint writes a last.ckpt at the end of a run in which nothing was saved yet (fewer
+        # cycles than checkpoint_every, or a resumed run ending before its next due cycle). The legacy
+        # loop writes checkpoints on due cycles only, and each write fires on_checkpoint_saved.
+        pass
+
 
 def build_trainer(config: TrainConfig, callbacks: Iterable[pl.Callback] | None = None, **trainer_kwargs: Any) -> pl.Trainer:
     """A ``pl.Trainer`` set up for RL cycles: one epoch per cycle, validation every ``eval_every``
     epochs, periodic checkpoints, atomic notifying checkpoint writes, CSV logs. ``trainer_kwargs`` win."""
     callbacks = list(callbacks or [])
-    if config.checkpoint_every and not any(isinstance(cb, ModelCheckpoint) for cb in callbacks):
+    # A user's own ModelCheckpoint (e.g. monitoring a metric) comes in addition to the periodic cycle
+    # checkpoints; enable_checkpointing=False turns the periodic ones off.
+    if (config.checkpoint_every and trainer_kwargs.get("enable_checkpointing", True) is not False
+            and not any(isinstance(cb, CycleCheckpoint) for cb in callbacks)):
         callbacks.append(CycleCheckpoint(config.checkpoint_dir, config.checkpoint_every))
     root = trainer_kwargs.pop("default_root_dir", None) or str(Path(config.checkpoint_dir).parent)
     kwargs: dict[str, Any] = dict(
         max_epochs=config.cycles, accelerator="cpu", devices=1, num_sanity_val_steps=0,
         check_val_every_n_epoch=config.eval_every or 1, limit_val_batches=1 if config.eval_every else 0,
         logger=CSVLogger(save_dir=root, name="lightning_logs"), enable_model_summary=False,
-        enable_checkpointing=bool(config.checkpoint_every), log_every_n_steps=1, default_root_dir=root,
-        enable_progress_bar=False)
+        enable_checkpointing=any(isinstance(cb, ModelCheckpoint) for cb in callbacks), log_every_n_steps=1,
+        default_root_dir=root, enable_progress_bar=False)
     kwargs.update(trainer_kwargs)
     if kwargs.get("strategy") == "ddp":
         kwargs["strategy"] = RLDDPStrategy()
@@ -333,5 +346,6 @@ def fit(config: TrainConfig | Mapping[str, Any], callbacks: Iterable[pl.Callback
 def _quiet_rl_warnings() -> None:
     # One batch per epoch is the design, not a data-loading problem.
     for pattern in (".*does not have many workers.*", ".*smaller than the logging interval.*",
-                    ".*is an invalid value for `max_epochs`.*", ".*Checkpoint directory .* exists and is not empty.*"):
+                    ".*is an invalid value for `max_epochs`.*", ".*Checkpoint directory .* exists and is not empty.*",
+                    r".*isinstance\(treespec, LeafSpec\)` is deprecated.*"):
         warnings.filterwarnings("ignore", message=pattern)

@@ -1,0 +1,44 @@
+"""pytest plugin (registered through the ``pytest11`` entry point): the ``fxai_parity`` fixture.
+
+    def test_my_callback(fxai_parity):
+        fxai_parity.assert_trace(MyCallback)
+
+fails with the first divergence, rendered as a diff, as the assertion message.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+
+class ParityFixture:
+    """Parity assertions for a test; files go under the test's ``tmp_path``."""
+
+    def __init__(self, tmp_path):
+        self.tmp_path = tmp_path
+        self._runs = 0
+
+    def _workdir(self):
+        self._runs += 1
+        return self.tmp_path / f"fxai-parity-{self._runs}"
+
+    def check_trace(self, callback_factory, config=None, **options: Any):
+        from . import check_trace_parity, parity_config
+
+        return check_trace_parity(callback_factory, config if config is not None else parity_config(),
+                                  workdir=self._workdir(), **options)
+
+    def assert_trace(self, callback_factory, config=None, **options: Any):
+        """Assert trace parity of ``callback_factory()`` on ``config`` (a small default config if omitted)."""
+        result = self.check_trace(callback_factory, config, **options)
+        if not result.ok:
+            pytest.fail(result.summary(), pytrace=False)
+        return result
+
+
+@pytest.fixture
+def fxai_parity(tmp_path):
+    """Trace (and, where registered, port) parity assertions: ``fxai_parity.assert_trace(MyCallback)``."""
+    return ParityFixture(tmp_path)
