@@ -1,0 +1,261 @@
+"""``python -m fxai_compat.bench``: what moving to Lightning costs, as ratios measured side by side.
+
+Every variant runs the demo config's PPO work (FX env) for a fixed number of cycles. Runs are
+interleaved (A B A B ...) after a warm-up, because this machine is noisy: each ratio is computed
+from runs measured next to each other, and reported as a median with its min-max range. Peak
+memory is measured in fresh subprocesses (peak RSS only grows within a process).
+
+    make bench                       # the full table, written to bench/results.json
+    python -m fxai_compat.bench --quick   # a smoke run (seconds), for the test suite
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import timeit
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main", "run_benchmark", "RATIOS", "TARGETS"]
+
+#: ratio name -> (numerator variant, denominator variant)
+RATIOS = {
+    "host": ("fit_none", "legacy_none"),
+    "adapter": ("fit_six_adapted", "legacy_six"),
+    "dispatch": ("fit_sixteen_empty", "fit_none"),
+    "native": ("fit_six_native", "legacy_six"),
+}
+TARGETS = {"host": 1.10, "adapter": 1.10, "dispatch": 1.05, "native": 1.00, "memory": 1.10}
+
+
+def _config(cycles: int, workdir: Path):
+    from .cli import load_run_config
+
+    demo = Path(__file__).resolve().parent.parent / "examples" / "demo.yaml"
+    base = load_run_config(str(demo)).train if demo.exists() else None
+    from .config import TrainConfig
+
+    base = base or TrainConfig(n_envs=4, n_steps=256, minibatch_size=256, episode_length=128)
+    return base.replace(cycles=cycles, eval_every=max(1, cycles // 2), checkpoint_every=max(1, cycles // 2),
+                        checkpoint_dir=str(workdir / "checkpoints"))
+
+
+def _six_legacy(workdir: Path) -> list[Any]:
+    import optuna
+
+    from legacy_callbacks import (CheckpointCallback, ContinuousTrainingCallback, EvaluationCallback,
+                                  MetricsCallback, OptunaCallback, WandbCallback)
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    trial = optuna.create_study(direction="maximize", pruner=optuna.pruners.NopPruner()).ask()
+    return [MetricsCallback(window_size=50), CheckpointCallback(save_dir=str(workdir / "best"), save_freq=5),
+            WandbCallback(project="fxai-bench", mode="disabled"), EvaluationCallback(),
+            ContinuousTrainingCallback(checkpoint_dir=str(workdir / "versions"), keep_versions=2),
+            OptunaCallback(trial)]
+
+
+def _sixteen_empty() -> list[Any]:
+    """Six callbacks that define all 16 events with empty bodies: the pure cost of dispatch."""
+    from legacy_callbacks.base import EVENTS, EVENT_ARGS
+
+    def make(event):
+        names = EVENT_ARGS[event]
+        namespace: dict[str, Any] = {}
+        exec(f"def {event}(self, {', '.join(names)}):\n    pass", namespace)
+        return namespace[event]
+
+    cls = type("Empty16", (), {event: make(event) for event in EVENTS})
+    return [cls() for _ in range(6)]
+
+
+def _six_native(workdir: Path):
+    """The six native ports, if the toggle registry has them; None otherwise."""
+    try:
+        from .toggle import native_bench_callbacks
+    except ImportError:
+        return None
+    return native_bench_callbacks(workdir)
+
+
+def _run_variant(name: str, cycles: int, workdir: Path) -> float | None:
+    """Wall seconds of one run of ``name`` (construction included), or None if it cannot run here."""
+    from .adapter import wrap
+    from .legacy_host import LegacyTrainer
+    from .lightning_host import fit
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    cfg = _config(cycles, workdir)
+    quiet = {"logger": False, "enable_progress_bar": False}
+    if name == "legacy_none":
+        start = time.perf_counter()
+        LegacyTrainer(cfg).train()
+    elif name == "legacy_six":
+        callbacks = _six_legacy(workdir)
+        start = time.perf_counter()
+        LegacyTrainer(cfg, callbacks).train()
+    elif name == "fit_none":
+        start = time.perf_counter()
+        fit(cfg, **quiet)
+    elif name == "fit_six_adapted":
+        callbacks = wrap(_six_legacy(workdir))
+        start = time.perf_counter()
+        fit(cfg, callbacks, **quiet)
+    elif name == "fit_sixteen_empty":
+        callbacks = wrap(_sixteen_empty())
+        start = time.perf_counter()
+        fit(cfg, callbacks, **quiet)
+    elif name == "fit_six_native":
+        callbacks = _six_native(workdir)
+        if callbacks is None:
+            return None
+        start = time.perf_counter()
+        fit(cfg, callbacks, **quiet)
+    else:
+        raise ValueError(f"unknown variant {name!r}")
+    return time.perf_counter() - start
+
+
+def _dispatch_cost_ns(repeats: int = 20000) -> dict[str, float]:
+    """ns per event: the adapter's RL-event path vs a direct method call with the same arguments."""
+    from legacy_callbacks import CallbackManager
+
+    from .adapter import LegacyCallbackAdapter
+
+    class OnlyEpisodes:
+        def on_episode_end(self, trainer, episode_info):
+            pass
+
+    cb = OnlyEpisodes()
+    adapter = LegacyCallbackAdapter(cb)
+    adapter._view = object()  # the view is not touched by this callback
+    payload = {"env_index": 0, "episode_index": 1, "reward": 1.0, "length": 10, "pnl": 0.0, "trades": 1, "win_rate": 1.0}
+    handler = adapter.on_rl_episode_end
+    direct = timeit.timeit(lambda: cb.on_episode_end(None, payload), number=repeats) / repeats * 1e9
+    manager = CallbackManager([cb])
+    via_manager = timeit.timeit(lambda: manager.fire("on_episode_end", trainer=None, episode_info=payload),
+                                number=repeats) / repeats * 1e9
+    via_adapter = timeit.timeit(lambda: handler(None, None, payload), number=repeats) / repeats * 1e9
+    loop = timeit.timeit(lambda: None, number=repeats) / repeats * 1e9
+    return {"direct_call_ns": direct - loop, "legacy_manager_ns": via_manager - loop,
+            "adapter_ns": via_adapter - loop}
+
+
+def _peak_rss_mb(variant: str, cycles: int) -> float:
+    """Peak RSS of one run of ``variant`` in a fresh process."""
+    code = ("import resource, sys, pathlib, tempfile, logging; logging.disable(logging.WARNING);"
+            "from fxai_compat.bench import _run_variant;"
+            f"d = pathlib.Path(tempfile.mkdtemp()); _run_variant({variant!r}, {cycles}, d);"
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=1800,
+                         env=dict(os.environ, WANDB_SILENT="true", WANDB_MODE="disabled"))
+    if out.returncode != 0:
+        raise RuntimeError(f"memory run of {variant} failed: {out.stderr[-2000:]}")
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def run_benchmark(cycles: int = 10, repeats: int = 5, memory_cycles: int | None = None, *,
+                  variants: list[str] | None = None, workdir: Path | None = None,
+                  log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Measure every variant interleaved; returns the results dict written to ``bench/results.json``."""
+    logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
+    os.environ.setdefault("WANDB_SILENT", "true")
+    names = variants or ["legacy_none", "fit_none", "legacy_six", "fit_six_adapted", "fit_sixteen_empty",
+                         "fit_six_native"]
+    root = Path(workdir or tempfile.mkdtemp(prefix="fxai-bench-"))
+    times: dict[str, list[float]] = {n: [] for n in names}
+    available = set(names)
+    log(f"warm-up ({cycles} cycles per run)...")
+    for name in names:
+        if _run_variant(name, cycles, root / "warmup" / name) is None:
+            available.discard(name)
+    for rep in range(repeats):
+        for name in names:  # interleaved: every variant once per round
+            if name in available:
+                times[name].append(_run_variant(name, cycles, root / f"r{rep}" / name))
+        log(f"round {rep + 1}/{repeats}: " + ", ".join(f"{n} {times[n][-1]:.2f}s" for n in names if n in available))
+    cfg = _config(cycles, root)
+    steps = cycles * cfg.rollout_size
+    variants_out = {n: {"seconds_median": statistics.median(t), "seconds_min": min(t), "seconds_max": max(t),
+                        "env_steps_per_second": steps / statistics.median(t), "runs": t}
+                    for n, t in times.items() if t}
+    ratios: dict[str, Any] = {}
+    for ratio, (num, den) in RATIOS.items():
+        if times.get(num) and times.get(den):
+            per_round = [a / b for a, b in zip(times[num], times[den])]
+            ratios[ratio] = {"median": statistics.median(per_round), "min": min(per_round), "max": max(per_round),
+                             "target": TARGETS[ratio], "meets_target": statistics.median(per_round) <= TARGETS[ratio],
+                             "numerator": num, "denominator": den}
+        else:
+            ratios[ratio] = {"median": None, "target": TARGETS[ratio], "meets_target": None,
+                             "note": f"variant {num if not times.get(num) else den} not available"}
+    memory: dict[str, Any] = {}
+    if memory_cycles:
+        for name in ("legacy_six", "fit_six_adapted") + (("fit_six_native",) if "fit_six_native" in available else ()):
+            base = _peak_rss_mb(name, memory_cycles)
+            long = _peak_rss_mb(name, memory_cycles * 10)
+            memory[name] = {"base_mb": base, "long_mb": long, "ratio": long / base, "target": TARGETS["memory"],
+                            "meets_target": long / base <= TARGETS["memory"]}
+            log(f"memory {name}: {base:.0f} MB -> {long:.0f} MB over 10x the cycles ({long / base:.3f})")
+    return {"machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
+            "cycles": cycles, "repeats": repeats, "env_steps_per_run": steps, "variants": variants_out,
+            "ratios": ratios, "memory": memory, "dispatch_cost": _dispatch_cost_ns()}
+
+
+def format_table(results: dict[str, Any]) -> str:
+    lines = ["| ratio | meaning | median | min-max | target | met |", "|---|---|---|---|---|---|"]
+    for ratio, info in results["ratios"].items():
+        num, den = RATIOS[ratio]
+        if info.get("median") is None:
+            lines.append(f"| {ratio} | {num} / {den} | n/a | | <= {info['target']:.2f} | {info.get('note', '')} |")
+            continue
+        lines.append(f"| {ratio} | {num} / {den} | {info['median']:.3f} | {info['min']:.3f}-{info['max']:.3f} | "
+                     f"<= {info['target']:.2f} | {'yes' if info['meets_target'] else 'NO'} |")
+    for name, info in results.get("memory", {}).items():
+        lines.append(f"| memory | peak RSS {name}, 10x cycles / base | {info['ratio']:.3f} | "
+                     f"{info['base_mb']:.0f}-{info['long_mb']:.0f} MB | <= {info['target']:.2f} | "
+                     f"{'yes' if info['meets_target'] else 'NO'} |")
+    lines.append("")
+    lines.append("| variant | median s | env steps/s |")
+    lines.append("|---|---|---|")
+    for name, info in results["variants"].items():
+        lines.append(f"| {name} | {info['seconds_median']:.2f} | {info['env_steps_per_second']:.0f} |")
+    d = results["dispatch_cost"]
+    lines.append("")
+    lines.append(f"dispatch per event: direct call {d['direct_call_ns']:.0f} ns, legacy CallbackManager "
+                 f"{d['legacy_manager_ns']:.0f} ns, adapter (RL event -> legacy method) {d['adapter_ns']:.0f} ns")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fxai_compat.bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smoke run: 2 cycles, 1 round, no memory runs")
+    parser.add_argument("--cycles", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--memory-cycles", type=int, default=10, help="cycles of the base memory run (0: skip)")
+    parser.add_argument("--out", default="bench/results.json")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.cycles, args.repeats, args.memory_cycles = 2, 1, 0
+    if args.cycles <= 0 or args.repeats <= 0 or args.memory_cycles < 0:
+        parser.error("--cycles and --repeats must be positive, --memory-cycles >= 0")
+    results = run_benchmark(args.cycles, args.repeats, args.memory_cycles)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    print(format_table(results))
+    print(f"\nwritten: {out}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
