@@ -92,8 +92,9 @@ def read_training_checkpoint(path: str | os.PathLike) -> TrainingCheckpoint:
         model = {k[len(POLICY_PREFIX):]: v for k, v in data["state_dict"].items() if k.startswith(POLICY_PREFIX)}
         optimizers = data.get("optimizer_states") or [None]
         loops = data.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {}).get("current", {})
+        # Written in on_train_epoch_end, a checkpoint counts its epoch as processed but not yet completed.
         return TrainingCheckpoint(path, model, optimizers[0], data[RL_STATE_KEY], data.get("fxai_callbacks", {}),
-                                  int(loops.get("completed", 0)))
+                                  int(loops.get("processed", loops.get("completed", 0))))
     if data and all(isinstance(v, torch.Tensor) for v in data.values()):
         raise CheckpointError(f"{path} is a bare model state dict (as written by torch.save(model.state_dict())), "
                               f"not a full training checkpoint; load it with model.load_state_dict(torch.load(...)) "

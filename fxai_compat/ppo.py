@@ -358,6 +358,10 @@ class PPOCore:
         return {"episode_reward_mean": float(returns.mean()), "episode_reward_std": float(returns.std()),
                 "episode_length_mean": float(lengths.mean()), "episodes": n, "win_rate": win_rate}
 
+    def rollout_values(self) -> torch.Tensor:
+        """The critic's values of the last rollout, ``(n_steps, n_envs)`` (read-only use: e.g. histograms)."""
+        return self._buf_values
+
     def cycle_metrics(self, eval_results: dict[str, Any] | None) -> dict[str, Any]:
         """The contract's ``metrics`` for the cycle just finished (plain Python numbers)."""
         metrics: dict[str, Any] = {"timesteps_total": self.total_timesteps, "episodes_total": self.num_episodes,

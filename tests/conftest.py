@@ -16,6 +16,19 @@ warnings.filterwarnings("ignore", category=DeprecationWarning)
 from legacy_callbacks.base import EVENTS  # noqa: E402
 
 
+@pytest.fixture(autouse=True, scope="session")
+def single_torch_thread():
+    """One torch thread for the suite: the tiny models gain nothing from intra-op threads, and on a
+    2-core machine shared with DDP subprocesses the threads of concurrent processes fight (fits were
+    measured ~10x slower). Both hosts run with the same setting, so parity is unaffected."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 def tiny(tmp_path, **changes):
     """A config small enough for a real run in about a second: 2 envs, 32 steps, 4 cycles,
     evaluation and checkpoints due twice, a minibatch that does not divide the rollout."""

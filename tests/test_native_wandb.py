@@ -1,0 +1,110 @@
+"""W&B: an offline WandbLogger run with RLWandbCallback's episodes and histograms, read back from the run file and
+compared with the legacy WandbCallback's run; refusals for configurations that cannot work."""
+
+from __future__ import annotations
+
+import glob
+import importlib.util
+import json
+import struct
+import warnings
+
+import numpy as np
+import pytest
+
+from fxai_compat import LegacyTrainer, fit
+from fxai_compat.callbacks import RLCallback, RLWandbCallback, create_wandb_logger
+from fxai_compat.callbacks.wandb import episode_frames
+from legacy_callbacks import WandbCallback
+
+
+from conftest import tiny
+
+
+def read_history(run_dir) -> list[dict]:
+    """The ``history`` records of an offline run's ``run-*.wandb`` file (a LevelDB-style log of protobuf records)."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    (path,) = glob.glob(str(run_dir / "wandb" / "offline-run-*" / "run-*.wandb"))
+    data = open(path, "rb").read()
+    assert data[:4] == b":W&B"
+    pos, block, pending, out = 7, 32768, b"", []
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # block trailer padding
+            pos += block - pos % block
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        chunk, pos = data[pos + 7:pos + 7 + length], pos + 7 + length
+        pending = chunk if kind in (1, 2) else pending + chunk  # 1 full, 2 first, 3 middle, 4 last
+        if kind in (1, 4):
+            record = pb.Record()
+            record.ParseFromString(pending)
+            if record.WhichOneof("record_type") == "history":
+                out.append({(i.key or "/".join(i.nested_key)): json.loads(i.value_json) for i in record.history.item})
+    return out
+
+
+class EpisodeLog(RLCallback):
+    def __init__(self):
+        self.rewards = []
+
+    def on_rl_episode_end(self, trainer, pl_module, payload):
+        self.rewards.append(payload["reward"])
+
+
+def test_offline_run_holds_episodes_histograms_and_metrics_like_legacy(tmp_path):
+    cfg = tiny(tmp_path, cycles=3, checkpoint_every=0, eval_every=0)
+    legacy = WandbCallback(project="fxai-test", mode="offline", dir=str(tmp_path / "legacy"))
+    LegacyTrainer(cfg, [legacy]).train()
+
+    logger = create_wandb_logger({"project": "fxai-test", "mode": "offline", "dir": str(tmp_path / "native")})
+    log = EpisodeLog()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit(cfg, [log, RLWandbCallback(video_every_n_cycles=1)], logger=logger)
+    logger.experiment.finish()
+
+    native = read_history(tmp_path / "native")
+    episodes = [r["episode/reward"] for r in native if "episode/reward" in r]
+    assert episodes == log.rewards and len(episodes) > 0
+    actions = [r for r in native if "charts/action_distribution/_type" in r]
+    assert len(actions) == cfg.cycles
+    for record in actions:
+        assert len(record["charts/action_distribution/bins"]) == 4  # three discrete actions, one bin each
+        assert sum(record["charts/action_distribution/values"]) == cfg.rollout_size
+        assert record["charts/value_estimates/_type"] == "histogram"
+    train_means = [r["train/episode_reward_mean"] for r in native if "train/episode_reward_mean" in r]
+    moviepy_missing = importlib.util.find_spec("moviepy") is None
+    video_warnings = [w for w in caught if "moviepy is not installed" in str(w.message)]
+    assert len(video_warnings) == (1 if moviepy_missing else 0)  # once, not once per cycle
+    assert any("videos/episode" in k for r in native for k in r) == (not moviepy_missing)
+
+    # Parity with the legacy callback's run: the same episodes, the same per-cycle metrics.
+    old = read_history(tmp_path / "legacy")
+    assert [r["episode/reward"] for r in old if "episode/reward" in r] == episodes
+    old_means = [r["episode_reward_mean"] for r in old if "episode_reward_mean" in r]
+    assert np.allclose(train_means, old_means, rtol=1e-6, atol=1e-6)  # self.log stores float32
+
+
+def test_log_model_offline_and_unknown_options_are_refused():
+    with pytest.raises(ValueError, match="log_model=True uploads checkpoints.*mode is 'offline'.*mode='online'"):
+        create_wandb_logger({"mode": "offline", "log_model": True})
+    with pytest.raises(ValueError, match="Unknown option\\(s\\) 'log_episodes'.*RLWandbCallback\\(log_episodes"):
+        create_wandb_logger({"log_episodes": False})
+    with pytest.raises(ValueError, match="mode must be one of 'offline', 'online', 'disabled'; got 'dryrun'"):
+        create_wandb_logger(mode="dryrun")
+
+
+def test_callback_without_a_wandb_logger_says_what_to_pass(tmp_path):
+    with pytest.raises(ValueError, match="has none \\(loggers: CSVLogger\\).*logger=create_wandb_logger"):
+        fit(tiny(tmp_path, cycles=1), [RLWandbCallback()])
+
+
+def test_fx_episode_frames_are_a_video_array(tmp_path):
+    from fxai_compat import PPOLightningModule
+
+    module = PPOLightningModule(tiny(tmp_path))
+    frames = episode_frames(module, max_steps=30)
+    assert frames.dtype == np.uint8 and frames.ndim == 4 and frames.shape[1] == 3
+    assert frames.shape[0] == 24  # one frame per step of the (24-step) episode
+    assert frames[-1].any() and not np.array_equal(frames[0], frames[-1])
