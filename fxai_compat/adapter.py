@@ -10,6 +10,10 @@ Cost model: binding is computed once at construction; Lightning hooks and RL eve
 wrapped callback listens to are switched off on the instance (Lightning skips hooks set to
 ``None``; the RL bus skips ``None`` listeners), so a callback that defines 2 events costs nothing
 on the other 14.
+
+Several adapters on one trainer behave like the callbacks of one legacy trainer: they share the
+``TrainingContext`` and the stop flag, and ``trainer.load_checkpoint`` / ``save_checkpoint`` notify
+all of them.
 """
 
 from __future__ import annotations
@@ -23,16 +27,20 @@ from typing import Any
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback
 
-from legacy_callbacks import CallbackManager, TrainingContext
+from legacy_callbacks import ON_ERROR_POLICIES, CallbackManager, TrainingContext
 from legacy_callbacks.base import EVENTS
 
-from .checkpoints import read_training_checkpoint
+from . import lightning_host
+from .checkpoints import load_weights_only, read_training_checkpoint
 from .events import (CHECKPOINT_IO_SOURCE, EVENT_MAP, LIGHTNING_SOURCE, RL_SOURCE, EventRoute, route_for)
 from .legacy_host import callback_state_keys
 from .lightning_host import LOGGED_METRICS, RL_HOOKS, NotifyingCheckpointIO
 from .ppo import RL_EVENTS
 
 __all__ = ["LegacyCallbackAdapter", "LightningTrainerView", "wrap", "SUPPORTED_HOOKS", "AdapterConfigError"]
+
+#: Checkpoint key of every rank's RL state in a DDP checkpoint (None with a host that writes none).
+RL_RANK_STATES_KEY = getattr(lightning_host, "RL_RANK_STATES_KEY", None)
 
 #: Lightning hooks an event may be routed to with ``mapping=`` (plus the RL events and the checkpoint IO).
 SUPPORTED_HOOKS = ("on_train_start", "on_train_end", "on_train_epoch_start", "on_train_epoch_end",
@@ -81,6 +89,37 @@ def _nan_if_missing(metrics: Mapping[str, Any], name: str) -> Any:
     return value.item() if hasattr(value, "item") else value
 
 
+class _SharedRunState:
+    """What the legacy loop has once per trainer and every callback sees: the context and the stop flag."""
+
+    def __init__(self) -> None:
+        self.context = TrainingContext()
+        self.stop = False
+        #: (event, adapter position) of a stop returned (``False``) during the event now being dispatched.
+        #: The legacy manager sets stop_training only after every callback has had the event, so it
+        #: becomes ``stop`` when that event's dispatch over all adapters is over (see ``_fire``).
+        self.returned_stop: tuple[str, int] | None = None
+        #: Optimizer state loaded by ``load_checkpoint`` before Lightning created the optimizers (at setup).
+        self.pending_optimizer_state: dict[str, Any] | None = None
+        #: Under DDP: True while on_training_start runs, and the files rank 0 loaded then (every rank loads them).
+        self.starting = False
+        self.loaded_at_start: list[str] = []
+
+    def stop_requested(self) -> bool:
+        return self.stop or self.returned_stop is not None
+
+
+def _shared_state(trainer: "pl.Trainer") -> _SharedRunState:
+    state = getattr(trainer, "_fxai_shared", None)
+    if state is None:
+        state = trainer._fxai_shared = _SharedRunState()
+    return state
+
+
+def _adapters_of(trainer: "pl.Trainer") -> list["LegacyCallbackAdapter"]:
+    return [cb for cb in trainer.callbacks if isinstance(cb, LegacyCallbackAdapter)]
+
+
 class LightningTrainerView:
     """The legacy trainer surface (contract section 2) over a Lightning trainer and module."""
 
@@ -89,11 +128,10 @@ class LightningTrainerView:
         config = getattr(pl_module, "config", None)
         as_dict = config.to_dict() if hasattr(config, "to_dict") else dict(getattr(pl_module, "hparams", {}) or {})
         self._config = MappingProxyType(as_dict)
-        context = getattr(trainer, "_fxai_context", None)
-        if context is None:  # one context per trainer, shared by every adapter (as in the legacy loop)
-            context = TrainingContext()
-            trainer._fxai_context = context
-        self.context = context
+        # One context and one stop flag per trainer, shared by every adapter, as the legacy loop has one
+        # trainer for all callbacks: a stop set by one callback is visible to (and cancellable by) the others.
+        self._shared = _shared_state(trainer)
+        self.context = self._shared.context
 
     @property
     def lightning_trainer(self) -> "pl.Trainer":
@@ -107,17 +145,20 @@ class LightningTrainerView:
     def config(self) -> Mapping[str, Any]:
         return self._config
 
-    def _counter(self, name: str, fallback: str) -> int:
+    def _counter(self, index: int, name: str, fallback: str) -> int:
+        counters = self._adapter._ddp_counters  # all ranks together, under DDP (see _deliver_gathered)
+        if counters is not None:
+            return counters[index]
         core = getattr(self._module, "core", None)
         return getattr(core, name) if core is not None else getattr(self._adapter, fallback)
 
     @property
     def total_timesteps(self) -> int:
-        return self._counter("total_timesteps", "_fallback_steps")
+        return self._counter(0, "total_timesteps", "_fallback_steps")
 
     @property
     def num_episodes(self) -> int:
-        return self._counter("num_episodes", "_fallback_episodes")
+        return self._counter(1, "num_episodes", "_fallback_episodes")
 
     @property
     def cycle(self) -> int:
@@ -126,11 +167,11 @@ class LightningTrainerView:
 
     @property
     def stop_training(self) -> bool:
-        return self._adapter._stop_requested
+        return self._shared.stop
 
     @stop_training.setter
     def stop_training(self, value: bool) -> None:
-        self._adapter._stop_requested = bool(value)
+        self._shared.stop = bool(value)
 
     def save_checkpoint(self, path: str | os.PathLike) -> str:
         """Write a full Lightning checkpoint to ``path`` (fires ``on_checkpoint_saved`` once it is on disk).
@@ -145,21 +186,49 @@ class LightningTrainerView:
     def load_checkpoint(self, path: str | os.PathLike) -> None:
         """Restore model, optimizer, counters and RNG/environment state, then fire ``on_checkpoint_loaded``.
 
-        Accepts checkpoints of either host. Training then continues from the loaded state.
+        Accepts checkpoints of either host. Training then continues from the loaded state. Under several
+        processes, a callback running on rank 0 only may load only in ``on_training_start``: every rank
+        then loads the same file (a load on one rank alone would leave the ranks' models different).
         """
-        ckpt = read_training_checkpoint(path)
-        module = self._module
-        self.model.load_state_dict(ckpt.model)
-        if ckpt.optimizer is not None and self._trainer.optimizers:
-            self._trainer.optimizers[0].load_state_dict(ckpt.optimizer)
-        core = getattr(module, "core", None)
-        if core is not None:
-            core.load_state_dict(ckpt.rl_state)
-        self._adapter._loaded_during_run.append(str(path))
-        self._adapter._fire("on_checkpoint_loaded", "load_checkpoint", checkpoint_path=str(path))
+        trainer = self._trainer
+        if trainer.world_size > 1 and not self._adapter._active_on_every_rank():
+            if not self._shared.starting:
+                raise RuntimeError(
+                    f"trainer.load_checkpoint({str(path)!r}) was called during {self._adapter._hook} by a legacy "
+                    f"callback that runs on rank 0 only (ranks='zero') of {trainer.world_size} processes; the other "
+                    f"ranks would keep their models. Under DDP, load checkpoints in on_training_start (every rank "
+                    f"then loads the same file), or resume with fit(..., ckpt_path=...).")
+            self._shared.loaded_at_start.append(str(path))
+        _restore_training_state(trainer, self._module, str(path))
+        # Every legacy callback of the trainer hears about it (the legacy trainer fires to all of them),
+        # not only those wrapped by the adapter whose callback called load_checkpoint.
+        for adapter in _adapters_of(self._trainer):
+            if adapter._trainer is self._trainer:
+                adapter._fire("on_checkpoint_loaded", "load_checkpoint", checkpoint_path=str(path))
 
     def __repr__(self) -> str:
         return f"<LightningTrainerView cycle={self.cycle} total_timesteps={self.total_timesteps}>"
+
+
+def _restore_training_state(trainer: "pl.Trainer", module: "pl.LightningModule", path: str) -> None:
+    """Model, optimizer and RL state (this rank's, when a DDP checkpoint holds one per rank) from ``path``."""
+    ckpt = read_training_checkpoint(path)
+    getattr(module, "policy", module).load_state_dict(ckpt.model)
+    if ckpt.optimizer is not None:
+        if trainer.optimizers:
+            trainer.optimizers[0].load_state_dict(ckpt.optimizer)
+        else:
+            # Called from on_training_start, which fires at setup, before Lightning creates the
+            # optimizers: the adapter applies this state at on_fit_start (before a resume's restore).
+            _shared_state(trainer).pending_optimizer_state = ckpt.optimizer
+    core = getattr(module, "core", None)
+    if core is not None:
+        state = ckpt.rl_state
+        if trainer.world_size > 1 and trainer.global_rank > 0:
+            by_rank = load_weights_only(path).get(RL_RANK_STATES_KEY) if RL_RANK_STATES_KEY else None
+            if by_rank is not None and len(by_rank) == trainer.world_size:
+                state = by_rank[trainer.global_rank]
+        core.load_state_dict(state)
 
 
 class LegacyCallbackAdapter(Callback):
@@ -170,7 +239,8 @@ class LegacyCallbackAdapter(Callback):
             (its order and error policy are kept; one adapter is cheaper than N).
         mapping: per-event overrides of ``EVENT_MAP``: ``{"on_rollout_end": "on_train_epoch_end"}``
             (a Lightning hook), ``"rl:<event>"`` (an RL-protocol event), or ``None`` (drop the event).
-        on_error: ``"raise"`` (default), ``"warn"`` or ``"disable"``, as in the legacy manager.
+        on_error: ``"raise"`` (default), ``"warn"`` or ``"disable"``, as in the legacy manager. A wrapped
+            ``CallbackManager`` keeps its own policy; passing a different one is an error.
         ranks: ``"zero"`` (default: run on global rank 0, seeing every rank's episodes, batched
             at rollout end) or ``"all"`` (run on every rank with that rank's events).
         metric_keys: legacy metric key -> logged name, for the ``metrics`` dict (default ``LOGGED_METRICS``).
@@ -178,34 +248,40 @@ class LegacyCallbackAdapter(Callback):
             from the class, numbered when several adapters wrap the same class).
     """
 
-    def __init__(self, callback: Any, *, mapping: Mapping[str, Any] | None = None, on_error: str = "raise",
+    def __init__(self, callback: Any, *, mapping: Mapping[str, Any] | None = None, on_error: str | None = None,
                  ranks: str = "zero", metric_keys: Mapping[str, str] | None = None, state_key: str | None = None):
         if isinstance(callback, Callback):
             raise AdapterConfigError(f"{type(callback).__name__} is already a Lightning callback; pass it to the "
                                      f"Trainer directly (fxai_compat.wrap does this for you).")
         if ranks not in ("zero", "all"):
             raise AdapterConfigError(f"ranks must be 'zero' or 'all'; got {ranks!r}.")
-        try:
-            if isinstance(callback, CallbackManager):
-                self.manager = callback
-            else:
-                self.manager = CallbackManager([callback], on_error=on_error)
-        except ValueError as exc:
-            raise AdapterConfigError(str(exc)) from None
+        if on_error is not None and on_error not in ON_ERROR_POLICIES:
+            raise AdapterConfigError(f"on_error must be one of {', '.join(map(repr, ON_ERROR_POLICIES))}; "
+                                     f"got {on_error!r}.")
+        if isinstance(callback, CallbackManager):
+            # Silently ignoring on_error= would leave the user believing a policy is in force that is not.
+            if on_error is not None and on_error != callback.on_error:
+                raise AdapterConfigError(f"on_error={on_error!r} conflicts with the wrapped CallbackManager's own "
+                                         f"on_error={callback.on_error!r}, which the adapter keeps; set it on "
+                                         f"the manager, or leave on_error unset.")
+            self.manager = callback
+        else:
+            self.manager = CallbackManager([callback], on_error=on_error or "raise")
         self.callback = callback
         self.ranks = ranks
         self.metric_keys = dict(LOGGED_METRICS if metric_keys is None else metric_keys)
         self.routes = self._build_routes(mapping or {})
-        self._stop_requested = False
         self._hook = "construction"
-        self._batch_idx: int | None = None
         self._view: LightningTrainerView | None = None
         self._trainer: pl.Trainer | None = None
         self._io: NotifyingCheckpointIO | None = None
         self._active = True
-        self._loaded_during_run: list[str] = []
+        self._shared: _SharedRunState | None = None
         self._last_rl: dict[str, Any] = {}
-        self._ddp_buffer: list[tuple[str, Any]] | None = None
+        self._ddp_buffer: list[tuple[float, str, Any]] | None = None
+        self._ddp_counters: tuple[int, int] | None = None
+        self._setup_deferred = False
+        self._position = 0
         self._fallback_steps = 0
         self._fallback_episodes = 0
         self._base_state_key = state_key or f"{type(self).__name__}[{type(callback).__qualname__}]"
@@ -236,31 +312,39 @@ class LegacyCallbackAdapter(Callback):
         """Turn off every hook and RL listener that no routed event needs; bind the ones that are needed."""
         by_hook: dict[str, list[str]] = {}
         by_rl: dict[str, list[str]] = {}
+        captured: set[str] = set()
         for event in EVENTS:  # keep the contract's order among events sharing one source
             route = self.routes.get(event)
             if route is None:
                 continue
             if route.kind == LIGHTNING_SOURCE:
                 by_hook.setdefault(route.source, []).append(event)
+                base = route_for(event)
+                if route.payload is not None and base.kind == RL_SOURCE:
+                    captured.add(base.source)  # an RL event moved to a hook by mapping=: keep its latest payload
             elif route.kind == RL_SOURCE:
                 by_rl.setdefault(route.source, []).append(event)
         # The view's bookkeeping (state key, stop requests, checkpoint listener) needs these always.
         needed = {"setup", "teardown", "on_train_start", "on_train_epoch_end", "on_exception"}
-        if any(r.kind == RL_SOURCE for r in self.routes.values()):
-            needed.add("on_train_batch_end")  # episode/step events derived from batches of plain modules
-        self._by_hook = by_hook
+        if "setup" in by_hook:
+            needed.add("on_fit_start")  # optimizer state loaded during on_training_start is applied there
+        if by_rl:
+            # Episode/step events derived from the batches of plain modules; switched off at setup for
+            # modules that speak the RL protocol.
+            needed.add("on_train_batch_end")
+        self._by_hook, self._by_rl, self._captured = by_hook, by_rl, captured
         for hook in _ALL_LIGHTNING_HOOKS:
             if hook not in needed and hook not in by_hook:
                 setattr(self, hook, None)
+        # An RL listener only for events someone wants: the core skips building payloads nobody reads.
+        # (Under DDP, setup adds the rollout-end listener that delivers rank 0's batched events.)
         for rl_event in RL_EVENTS:
-            events = by_rl.get(rl_event)
-            if events:
-                setattr(self, RL_HOOKS[rl_event], self._make_rl_handler(rl_event, events))
-            else:
-                setattr(self, RL_HOOKS[rl_event], None)
-        if "rollout_end" not in by_rl:
-            # Under DDP the rank-0 delivery of batched events happens at rollout end.
-            setattr(self, RL_HOOKS["rollout_end"], self._make_rl_handler("rollout_end", []))
+            wanted = rl_event in by_rl or rl_event in captured
+            handler = self._make_rl_handler(rl_event, by_rl.get(rl_event, [])) if wanted else None
+            setattr(self, RL_HOOKS[rl_event], handler)
+
+    def _active_on_every_rank(self) -> bool:
+        return self.ranks == "all"
 
     def _stateful(self) -> bool:
         return bool(callback_state_keys(self.manager.callbacks)) or any(
@@ -294,17 +378,24 @@ class LegacyCallbackAdapter(Callback):
         where = f"Lightning hook {self._hook}"
         if trainer is not None:
             where += f", epoch {trainer.current_epoch}"
-            if self._batch_idx is not None:
-                where += f", batch {self._batch_idx}"
+            # Read from the loop (hooks that would track it are switched off); only inside a batch.
+            if self._hook.startswith(_BATCH_HOOKS):
+                where += f", batch {trainer.fit_loop.epoch_loop.batch_idx}"
         return where
 
     def _fire(self, event: str, hook: str, **payload: Any) -> None:
         if not self._active or event not in self.routes:
             return
+        shared = self._shared
+        returned = shared.returned_stop
+        # One occurrence of an event visits the adapters in callback order; another event, or an adapter
+        # at or before the one that returned False, means that occurrence is over: the stop is now visible.
+        if returned is not None and (returned[0] != event or self._position <= returned[1]):
+            shared.stop, shared.returned_stop = True, None
         previous, self._hook = self._hook, hook
         try:
             if self.manager.fire(event, trainer=self._view, **payload):
-                self._stop_requested = True
+                shared.returned_stop = (event, self._position)
         finally:
             self._hook = previous
 
@@ -354,23 +445,18 @@ class LegacyCallbackAdapter(Callback):
 
     def _make_rl_handler(self, rl_event: str, events: list[str]):
         hook = f"training_step (RL event {rl_event})"
-        single = events[0] if len(events) == 1 else None
-        payload_name = self.routes[single].payload if single else None
         fire = self._fire
+        targets = [(event, self.routes[event].payload) for event in events]
+        capture = rl_event in self._captured
+        batched = rl_event in _BATCHED_UNDER_DDP
 
         def handler(trainer, pl_module, payload):
-            if self._ddp_buffer is not None:
+            if capture:
+                self._last_rl[rl_event] = _fresh(payload)
+            if batched and self._ddp_buffer is not None:
                 self._buffer_rl(rl_event, payload, events)
                 return
-            self._last_rl[rl_event] = payload
-            if single is not None:
-                if payload_name is None:
-                    fire(single, hook)
-                else:
-                    fire(single, hook, **{payload_name: _fresh(payload)})
-                return
-            for event in events:
-                name = self.routes[event].payload
+            for event, name in targets:
                 if name is None:
                     fire(event, hook)
                 else:
@@ -384,69 +470,99 @@ class LegacyCallbackAdapter(Callback):
             self._deliver_gathered(payload, events)
             return
         # Key each event by the vector step it belongs to (the core counts a step after its step_end),
-        # so that rank 0 can merge the ranks' events step by step; -1 = before the first step.
+        # so that rank 0 can merge the ranks' events step by step; -1 = before the first step. A
+        # rollout start sits between the previous step's episode events and the cycle's first step.
         steps = getattr(getattr(self._trainer.lightning_module, "core", None), "vector_steps", 0)
-        key = steps if rl_event in ("step_start", "step_end") else steps - 1
+        if rl_event in ("step_start", "step_end"):
+            key = steps
+        elif rl_event == "rollout_start":
+            key = steps - 0.5
+        else:
+            key = steps - 1
         self._ddp_buffer.append((key, rl_event, _fresh(payload)))
 
     def _deliver_gathered(self, rollout_info: dict[str, Any], events: list[str]) -> None:
-        """Gather every rank's buffered step/episode events (one collective per rollout) and, on rank 0,
-        deliver them merged in the contract's order: by vector step, then by global ``env_index``."""
+        """Gather every rank's buffered rollout/step/episode events (one collective per rollout) and, on
+        rank 0, deliver them merged in the contract's order: by vector step, then by global ``env_index``.
+
+        While they are replayed, ``trainer.total_timesteps`` / ``num_episodes`` count all ranks' environments
+        as of each event (contract: "all environments together"), and keep the global totals afterwards.
+        """
         import torch.distributed as dist
 
         trainer = self._trainer
         world = trainer.world_size
+        core = getattr(trainer.lightning_module, "core", None)
+        totals = (core.total_timesteps, core.num_episodes) if core is not None else (0, 0)
         gathered: list[Any] = [None] * world
-        dist.all_gather_object(gathered, (self._ddp_buffer, rollout_info))
+        dist.all_gather_object(gathered, (self._ddp_buffer, rollout_info, totals))
         self._ddp_buffer = []
         if trainer.global_rank != 0:
             return
         hook = "training_step (RL events gathered at rollout end)"
-        steps: dict[int, list[tuple[str, Any]]] = {}
-        for buf, _ in gathered:  # rank order, so env_index (rank * n_envs + i) ascends within a step
+        steps: dict[float, list[tuple[str, Any]]] = {}
+        for buf, _, _ in gathered:  # rank order, so env_index (rank * n_envs + i) ascends within a step
             for key, rl_event, payload in buf:
                 steps.setdefault(key, []).append((rl_event, payload))
+        end_steps = sum(t[0] for _, _, t in gathered)
+        end_episodes = sum(t[1] for _, _, t in gathered)
+        # Every rank steps config.n_envs environments once per vector step, so the global count at
+        # vector step k is known exactly; episodes are counted as their ends are replayed.
+        per_step = world * core.config.n_envs if core is not None else 0
+        episodes = end_episodes - sum(1 for items in steps.values() for e, _ in items if e == "episode_end")
         for step in sorted(steps):
             items = steps[step]
+            before = math.ceil(step) * per_step  # rollout start (k - 0.5) and step start (k): before step k
+            self._ddp_counters = (before, episodes)
+            if any(e == "rollout_start" for e, _ in items):
+                self._fire_rl("rollout_start", None, hook)
             starts = [p for e, p in items if e == "step_start"]
             if starts:
                 self._fire_rl("step_start", starts[0], hook)
             ends = [p for e, p in items if e == "step_end"]
             if ends:
+                self._ddp_counters = (before + per_step, episodes)
                 merged = {"step": ends[0]["step"], "total_timesteps": sum(p["total_timesteps"] for p in ends),
                           "rewards": [x for p in ends for x in p["rewards"]],
                           "dones": [x for p in ends for x in p["dones"]],
                           "actions": [x for p in ends for x in p["actions"]]}
                 self._fire_rl("step_end", merged, hook)
-            episodes = [(p["env_index"], e == "episode_start", e, p) for e, p in items
-                        if e in ("episode_end", "episode_start")]
-            for _, _, e, p in sorted(episodes, key=lambda item: item[:2]):
+            ordered = sorted(((p["env_index"], e == "episode_start", e, p) for e, p in items
+                              if e in ("episode_end", "episode_start")), key=lambda item: item[:2])
+            for _, _, e, p in ordered:  # keyed by the step they followed (k), or -1 before the first
+                if e == "episode_end":
+                    episodes += 1
+                self._ddp_counters = ((step + 1) * per_step, episodes)
                 self._fire_rl(e, p, hook)
+        self._ddp_counters = (end_steps, end_episodes) if core is not None else None
         infos = [g[1] for g in gathered]
         total_eps = sum(i["episodes"] for i in infos)
         means = [(i["reward_mean"], i["episodes"]) for i in infos if i["episodes"]]
         merged_info = {"steps": sum(i["steps"] for i in infos), "episodes": total_eps,
                        "reward_mean": (sum(m * n for m, n in means) / total_eps) if total_eps else float("nan")}
+        if "rollout_end" in self._captured:
+            self._last_rl["rollout_end"] = dict(merged_info)
         for event in events:
-            self._fire(event, "training_step (RL event rollout_end)", rollout_info=merged_info)
+            self._fire(event, "training_step (RL event rollout_end)", rollout_info=dict(merged_info))
 
     def _fire_rl(self, rl_event: str, payload: Any, hook: str) -> None:
-        for event in EVENTS:
-            route = self.routes.get(event)
-            if route is not None and route.kind == RL_SOURCE and route.source == rl_event:
-                if route.payload is None:
-                    self._fire(event, hook)
-                else:
-                    self._fire(event, hook, **{route.payload: dict(payload) if isinstance(payload, dict) else payload})
+        for event in self._by_rl.get(rl_event, ()):
+            name = self.routes[event].payload
+            if name is None:
+                self._fire(event, hook)
+            else:
+                self._fire(event, hook, **{name: _fresh(payload)})
 
     # -- Lightning hooks --------------------------------------------------------------------------
     def setup(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
         self._trainer = trainer
+        self._shared = _shared_state(trainer)
         self._view = LightningTrainerView(self, trainer, pl_module)
         self._active = self.ranks == "all" or trainer.global_rank == 0
         self._ddp_buffer = [] if (self.ranks == "zero" and trainer.world_size > 1) else None
-        self._stop_requested = False
-        self._loaded_during_run = []
+        self._ddp_counters = None
+        self._fallback_steps = self._fallback_episodes = 0  # counters of a plain module's run
+        self._position = next(i for i, cb in enumerate(_adapters_of(trainer)) if cb is self)
         # A stable state key: the class-derived name, numbered among adapters wrapping the same class.
         same = [cb for cb in trainer.callbacks if isinstance(cb, LegacyCallbackAdapter)
                 and cb._base_state_key == self._base_state_key]
@@ -458,7 +574,33 @@ class LegacyCallbackAdapter(Callback):
         saved = self.routes.get("on_checkpoint_saved")
         if saved is not None and saved.kind == CHECKPOINT_IO_SOURCE and self._active:
             self._io = NotifyingCheckpointIO.of(trainer)
-            self._io.listeners.append(self._on_file_saved)
+            if self._on_file_saved not in self._io.listeners:  # setup runs per stage: never listen twice
+                self._io.listeners.append(self._on_file_saved)
+        self._configure_for_module(pl_module)
+        # on_training_start fires here, before Lightning restores a ckpt_path (module, callback state),
+        # as the legacy loop fires it before restoring resume_from: a resumed run shows the same counters
+        # and model at on_training_start, callback state loaded afterwards is not reset by it, and the
+        # resume wins over a trainer.load_checkpoint done in on_training_start. It fires once every
+        # adapter is set up (from the last one), so that nested events reach all of them. Under several
+        # processes the module replaces its core in its own setup (after the callbacks'), so there it
+        # fires at on_train_start instead.
+        fitting = stage == "fit"
+        self._setup_deferred = fitting and trainer.world_size > 1 and "setup" in self._by_hook
+        if fitting and trainer.world_size == 1 and _adapters_of(trainer)[-1] is self:
+            for adapter in _adapters_of(trainer):
+                adapter._dispatch_hook("setup")
+
+    def _configure_for_module(self, pl_module: "pl.LightningModule") -> None:
+        # Batch-derived events are only for plain modules; a module with the RL protocol announces them.
+        if "on_train_batch_end" in self._by_hook or (self._by_rl and not hasattr(pl_module, "rl_events")):
+            self.__dict__.pop("on_train_batch_end", None)  # the class's hook
+        else:
+            self.on_train_batch_end = None
+        # Under DDP, rank 0 delivers the batched rollout/step/episode events of all ranks at rollout end,
+        # and learns the global counters there (trainer.total_timesteps counts all environments).
+        if "rollout_end" not in self._by_rl and "rollout_end" not in self._captured:
+            gather = self._ddp_buffer is not None and bool(self.routes)
+            self.on_rl_rollout_end = self._make_rl_handler("rollout_end", []) if gather else None
 
     def teardown(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
         if self._io is not None and self._on_file_saved in self._io.listeners:
@@ -467,11 +609,37 @@ class LegacyCallbackAdapter(Callback):
 
     def _on_file_saved(self, path: str) -> None:
         self._fire("on_checkpoint_saved", "CheckpointIO.save_checkpoint (after the write)", checkpoint_path=path)
-        if self._stop_requested and self._trainer is not None:
+        # A stop asked for here (after on_train_epoch_end's callbacks) must still end training after this
+        # cycle. Only rank 0 writes files, so under DDP it waits for the next epoch end's synchronized
+        # decision: setting should_stop on one rank alone would leave the others waiting forever.
+        if self._shared.stop_requested() and self._trainer is not None and self._trainer.world_size == 1:
             self._trainer.should_stop = True
 
+    def on_fit_start(self, trainer, pl_module) -> None:
+        pending = self._shared.pending_optimizer_state
+        if pending is not None and trainer.optimizers:
+            trainer.optimizers[0].load_state_dict(pending)
+            self._shared.pending_optimizer_state = None
+        self._dispatch_hook("on_fit_start")
+
     def on_train_start(self, trainer, pl_module) -> None:
-        self._hook = "on_train_start"
+        adapters = _adapters_of(trainer)
+        if adapters[0] is self and any(adapter._setup_deferred for adapter in adapters):
+            # DDP: on_training_start of every adapter first (see setup). What rank 0's callbacks loaded
+            # with trainer.load_checkpoint meanwhile, every other rank loads too, so the models stay equal.
+            shared = self._shared
+            shared.starting = True
+            try:
+                for adapter in adapters:
+                    if adapter._setup_deferred:
+                        adapter._setup_deferred = False
+                        adapter._dispatch_hook("setup")
+            finally:
+                shared.starting = False
+            loaded = trainer.strategy.broadcast(shared.loaded_at_start, src=0)
+            if trainer.global_rank != 0:
+                for path in loaded:
+                    _restore_training_state(trainer, pl_module, path)
         for event in self._by_hook.get("on_train_start", ()):
             if event == "on_checkpoint_loaded":
                 continue  # after on_training_start, below
@@ -488,9 +656,13 @@ class LegacyCallbackAdapter(Callback):
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         self._dispatch_hook("on_train_epoch_end")
-        stop = self._stop_requested
-        if trainer.world_size > 1 and self.ranks == "zero":
-            stop = trainer.strategy.broadcast(stop, src=0)
+        stop = self._shared.stop_requested()
+        if trainer.world_size > 1:
+            # should_stop is not synchronized by Lightning: every rank must take the same decision, once
+            # per epoch (from the last adapter, after all have dispatched). Any rank's request stops all.
+            if _adapters_of(trainer)[-1] is not self:
+                return
+            stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
         if stop:
             trainer.should_stop = True
 
@@ -502,9 +674,6 @@ class LegacyCallbackAdapter(Callback):
         if not trainer.sanity_checking:
             self._dispatch_hook("on_validation_end")
 
-    def on_fit_start(self, trainer, pl_module) -> None:
-        self._dispatch_hook("on_fit_start")
-
     def on_fit_end(self, trainer, pl_module) -> None:
         self._dispatch_hook("on_fit_end")
 
@@ -512,11 +681,9 @@ class LegacyCallbackAdapter(Callback):
         self._dispatch_hook("on_before_optimizer_step")
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        self._batch_idx = batch_idx
         self._dispatch_hook("on_train_batch_start")
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self._batch_idx = batch_idx
         if getattr(pl_module, "rl_events", None) is None:
             self._fallback_from_batch(outputs, batch)
         self._dispatch_hook("on_train_batch_end")
@@ -566,6 +733,11 @@ class LegacyCallbackAdapter(Callback):
 
 
 _MISSING = object()
+#: Hooks that run inside a training batch (error notes name the batch index there).
+_BATCH_HOOKS = ("training_step", "on_train_batch_start", "on_train_batch_end", "on_before_optimizer_step")
+#: RL events that, under DDP with ranks="zero", are gathered from every rank and delivered by rank 0 at
+#: rollout end; updates are synchronized across ranks, so rank 0 delivers its own live.
+_BATCHED_UNDER_DDP = ("episode_start", "rollout_start", "step_start", "step_end", "episode_end", "rollout_end")
 
 
 def _fresh(payload: Any) -> Any:

@@ -93,7 +93,12 @@ def read_training_checkpoint(path: str | os.PathLike) -> TrainingCheckpoint:
         optimizers = data.get("optimizer_states") or [None]
         loops = data.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {}).get("current", {})
         # Written in on_train_epoch_end, a checkpoint counts its epoch as processed but not yet completed.
-        return TrainingCheckpoint(path, model, optimizers[0], data[RL_STATE_KEY], data.get("fxai_callbacks", {}),
+        # Legacy callbacks' state lives in each adapter's entry ({ClassName: state}); merged in trainer order.
+        callbacks: dict[str, Any] = {}
+        for key, state in (data.get("callbacks") or {}).items():
+            if str(key).startswith("LegacyCallbackAdapter[") and isinstance(state, dict):
+                callbacks.update(state)
+        return TrainingCheckpoint(path, model, optimizers[0], data[RL_STATE_KEY], callbacks,
                                   int(loops.get("processed", loops.get("completed", 0))))
     if data and all(isinstance(v, torch.Tensor) for v in data.values()):
         raise CheckpointError(f"{path} is a bare model state dict (as written by torch.save(model.state_dict())), "

@@ -36,8 +36,11 @@ class EventRoute:
 
 
 EVENT_MAP: tuple[EventRoute, ...] = (
-    EventRoute("on_training_start", LIGHTNING_SOURCE, "on_train_start", None,
-               "once, before the first cycle", "on_train_start"),
+    EventRoute("on_training_start", LIGHTNING_SOURCE, "setup", None,
+               "once, at setup of fit, before a ckpt_path is restored (under DDP: at on_train_start)",
+               "on_train_start",
+               "the legacy loop fires it before restoring a resumed run; by on_train_start Lightning has already "
+               "restored counters, model and callback state"),
     EventRoute("on_episode_start", RL_SOURCE, "episode_start", "episode_info",
                "an environment begins an episode", "on_train_batch_start",
                "episodes are environment events, not batches; one batch holds a whole cycle"),

@@ -6,12 +6,19 @@ minibatches of updates, one optimizer step each. This is a measured design decis
 in ``on_train_epoch_start`` and drawing minibatches from the dataloader makes Lightning fetch the
 first batch before the epoch starts (parameters diverge from the plain loop), and one Lightning
 batch per minibatch costs ~0.5 ms of loop and hook dispatch per update. Evaluation runs in
-Lightning's validation loop, every ``eval_every`` epochs.
+Lightning's validation loop, every ``eval_every`` epochs. Under DDP each rank steps its own
+environments (seeded by rank); the logged metrics count the environments of all ranks, and
+checkpoints hold every rank's RL state, so a resume continues each rank's environments.
 
 Where each legacy event's moment falls in Lightning's hook sequence (the adapter relies on it)::
 
-    on_train_start (callbacks, then module) ........ on_training_start; module resets envs ->
-                                                      RL episode_start x n_envs
+    setup (callbacks, then module) ................. on_training_start, before a ckpt_path is restored
+                                                      (under DDP: at on_train_start, once the module's
+                                                      setup has given each rank its own core)
+    sanity check (if any) .......................... nothing
+    on_train_start (callbacks, then module) ........ on a resume, on_checkpoint_loaded; then the module
+                                                      starts the envs -> RL episode_start x n_envs (not
+                                                      again on a resume: the envs continue)
     training_step (one per epoch = cycle) .......... RL rollout_start, step_start/step_end,
                                                       episode_end/episode_start, rollout_end,
                                                       update_start/update_end
@@ -151,6 +158,8 @@ class PPOLightningModule(pl.LightningModule):
         self.last_eval_results: dict[str, Any] | None = None
         self.rl_events: RLEventBus | None = None
         self._sync_gradients = None
+        self._rank_states: list[dict[str, Any]] | None = None
+        self._train_metrics: dict[str, Any] | None = None
 
     # -- set-up -------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -180,10 +189,18 @@ class PPOLightningModule(pl.LightningModule):
         self.last_eval_results = None
         opt = self.optimizers()
         core.begin_cycle()
-        core.collect_rollout(bus)
+        rollout_info = core.collect_rollout(bus)
         core.update(opt, bus, backward=self.manual_backward, step=opt.step, sync_gradients=self._sync_gradients)
         core.end_cycle()
         metrics = core.cycle_metrics(None)
+        if self.trainer.world_size > 1:
+            # One small collective per cycle, while all ranks are at the same point: every rank's RL state
+            # (only rank 0 writes checkpoints, but each rank has its own environments and random state),
+            # and the cycle's metrics over the environments of all ranks (what rank 0 logs and reports).
+            gathered = _gather_objects((core.state_dict(), metrics, rollout_info["episodes"]), self.trainer.world_size)
+            self._rank_states = [state for state, _, _ in gathered]
+            metrics = _merge_rank_metrics([(m, episodes) for _, m, episodes in gathered])
+        self._train_metrics = metrics
         for key, value in metrics.items():
             self._log_exact(LOGGED_METRICS[key], value, prog_bar=key == "episode_reward_mean", on_step=True)
         return None
@@ -208,15 +225,62 @@ class PPOLightningModule(pl.LightningModule):
 
     def cycle_metrics(self) -> dict[str, Any]:
         """The legacy ``metrics`` dict of the cycle just finished (exact values), eval keys included when due."""
-        return self.core.cycle_metrics(self.last_eval_results)
+        return {**self.core.cycle_metrics(self.last_eval_results), **(self._train_metrics or {})}
 
     # -- checkpoints ----------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint[RL_STATE_KEY] = self.core.state_dict()
+        state = self.core.state_dict()
+        checkpoint[RL_STATE_KEY] = state  # this process's (rank 0's): what single-process readers restore
+        ranks = self._rank_states
+        if ranks is not None and all(ranks[0][k] == state[k] for k in _MOMENT_KEYS):
+            # Every rank's state as of the end of this cycle (not written for saves in the middle of a cycle,
+            # when the other ranks' gathered states are a cycle old).
+            checkpoint[RL_RANK_STATES_KEY] = ranks
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if RL_STATE_KEY in checkpoint:
-            self.core.load_state_dict(checkpoint[RL_STATE_KEY])
+        if RL_STATE_KEY not in checkpoint:
+            return
+        state = checkpoint[RL_STATE_KEY]
+        trainer = self._trainer
+        if trainer is not None and trainer.world_size > 1:
+            ranks = checkpoint.get(RL_RANK_STATES_KEY)
+            if ranks is not None and len(ranks) == trainer.world_size:
+                state = ranks[trainer.global_rank]
+            elif trainer.global_rank != 0:
+                held = (f"the RL states of {len(ranks)} processes" if ranks is not None else
+                        "one process's RL state (written by a single process, or in the middle of a cycle)")
+                warnings.warn(f"The checkpoint holds {held}, not one for each of the {trainer.world_size} processes: "
+                              f"rank {trainer.global_rank} restores rank 0's environments and random state, so its "
+                              f"rollouts repeat rank 0's. Resume with the number of processes that wrote the "
+                              f"checkpoint, from a checkpoint written at the end of a cycle.", stacklevel=2)
+        self.core.load_state_dict(state)
+
+
+#: Checkpoint key of the list of every rank's RL state (DDP); ``RL_STATE_KEY`` holds rank 0's.
+RL_RANK_STATES_KEY = "fxai_rl_state_by_rank"
+#: Core counters that tell whether two states were taken at the same moment of the run.
+_MOMENT_KEYS = ("cycles_completed", "vector_steps", "num_updates")
+
+
+def _gather_objects(obj: Any, world_size: int) -> list[Any]:
+    gathered: list[Any] = [None] * world_size
+    torch.distributed.all_gather_object(gathered, obj)
+    return gathered
+
+
+def _merge_rank_metrics(per_rank: list[tuple[dict[str, Any], int]]) -> dict[str, Any]:
+    """A cycle's metrics over all ranks, from each rank's metrics and its number of episodes ended in the
+    cycle: counters summed, episode means weighted by episodes, update means averaged (every rank makes
+    the same number of updates)."""
+    metrics = dict(per_rank[0][0])
+    for key in ("timesteps_total", "episodes_total"):
+        metrics[key] = sum(m[key] for m, _ in per_rank)
+    episodes = sum(n for _, n in per_rank)
+    for key in ("episode_reward_mean", "episode_length_mean"):
+        metrics[key] = sum(m[key] * n for m, n in per_rank if n) / episodes if episodes else float("nan")
+    for key in ("loss", "policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction"):
+        metrics[key] = sum(m[key] for m, _ in per_rank) / len(per_rank)
+    return metrics
 
 
 def _average_gradients(params: list[torch.Tensor]) -> None:
@@ -242,6 +306,10 @@ class RLDDPStrategy(DDPStrategy):
 
     def configure_ddp(self) -> None:
         pass
+
+
+#: Lightning's DDP strategy names -> the start method of the equivalent ``RLDDPStrategy``.
+_DDP_START_METHODS = {"ddp": "popen", "ddp_spawn": "spawn", "ddp_fork": "fork", "ddp_notebook": "fork"}
 
 
 class NotifyingCheckpointIO(TorchCheckpointIO):
@@ -317,8 +385,13 @@ def build_trainer(config: TrainConfig, callbacks: Iterable[pl.Callback] | None =
         enable_checkpointing=any(isinstance(cb, ModelCheckpoint) for cb in callbacks), log_every_n_steps=1,
         default_root_dir=root, enable_progress_bar=False)
     kwargs.update(trainer_kwargs)
-    if kwargs.get("strategy") == "ddp":
-        kwargs["strategy"] = RLDDPStrategy()
+    strategy = kwargs.get("strategy")
+    if isinstance(strategy, str) and strategy in _DDP_START_METHODS:
+        kwargs["strategy"] = RLDDPStrategy(start_method=_DDP_START_METHODS[strategy])
+    elif isinstance(strategy, DDPStrategy) and not isinstance(strategy, RLDDPStrategy):
+        raise TypeError("A PPO cycle runs many backward passes in one training_step, which the "
+                        "DistributedDataParallel wrapper of DDPStrategy refuses; pass strategy='ddp' "
+                        "(or fxai_compat.RLDDPStrategy(...)) instead.")
     plugins = list(kwargs.pop("plugins", None) or [])
     if not any(isinstance(p, TorchCheckpointIO) for p in plugins):
         plugins.append(NotifyingCheckpointIO())
@@ -334,7 +407,9 @@ def fit(config: TrainConfig | Mapping[str, Any], callbacks: Iterable[pl.Callback
 
     Same config and seed as ``LegacyTrainer`` = the same run. ``trainer_kwargs`` pass through to
     ``pl.Trainer`` (``strategy="ddp", devices=2``, ``logger=...``, ``enable_progress_bar=True`` ...).
-    ``ckpt_path`` resumes an interrupted run (``"last"`` picks the newest ``last.ckpt``).
+    ``ckpt_path`` resumes an interrupted run (``"last"`` picks the newest ``last.ckpt``). Each cycle's
+    training metrics are logged once, at step level (one step per cycle; ``log_every_n_steps=1``), so
+    monitors see them as soon as the cycle's updates are done; evaluation results once per evaluation.
     """
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_mapping(config)
     trainer = build_trainer(cfg, callbacks, **trainer_kwargs)

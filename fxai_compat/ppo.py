@@ -170,7 +170,12 @@ class PPOCore:
         """
         if self.started:
             return
-        obs, _ = self.env.reset(seed=self._env_seed())
+        # A core restored without its environments (gymnasium ids cannot be serialized) restarts them on a
+        # fresh seed, so a resumed run does not replay the first episodes; partial episode sums are dropped.
+        seed = self._env_seed() + 7919 * self.cycles_completed
+        obs, _ = self.env.reset(seed=seed)
+        self._ep_return[:] = 0.0
+        self._ep_length[:] = 0
         self._next_obs = torch.as_tensor(obs, dtype=torch.float32)
         self._next_done = torch.zeros(self.config.n_envs)
         self.started = True
