@@ -130,7 +130,7 @@ class LightningTrainerView:
         self._config = MappingProxyType(as_dict)
         # One context and one stop flag per trainer, shared by every adapter, as the legacy loop has one
         # trainer for all callbacks: a stop set by one callback is visible to (and cancellable by) the others.
-        self._shared = _shared_state(trainer)
+        self._shared = adapter._shared_for(trainer)
         self.context = self._shared.context
 
     @property
@@ -342,6 +342,15 @@ class LegacyCallbackAdapter(Callback):
             wanted = rl_event in by_rl or rl_event in captured
             handler = self._make_rl_handler(rl_event, by_rl.get(rl_event, [])) if wanted else None
             setattr(self, RL_HOOKS[rl_event], handler)
+
+    #: The trainer surface handed to the legacy callback (shadow mode swaps in a sandboxed one).
+    view_class = LightningTrainerView
+    #: Whether this adapter's stop requests steer the run (a shadow-mode control only records them).
+    steers_training = True
+
+    def _shared_for(self, trainer: "pl.Trainer") -> _SharedRunState:
+        """The context and stop flag this adapter's callback shares: the trainer's, like every legacy callback."""
+        return _shared_state(trainer)
 
     def _active_on_every_rank(self) -> bool:
         return self.ranks == "all"
@@ -556,8 +565,8 @@ class LegacyCallbackAdapter(Callback):
     # -- Lightning hooks --------------------------------------------------------------------------
     def setup(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
         self._trainer = trainer
-        self._shared = _shared_state(trainer)
-        self._view = LightningTrainerView(self, trainer, pl_module)
+        self._shared = self._shared_for(trainer)
+        self._view = self.view_class(self, trainer, pl_module)
         self._active = self.ranks == "all" or trainer.global_rank == 0
         self._ddp_buffer = [] if (self.ranks == "zero" and trainer.world_size > 1) else None
         self._ddp_counters = None
@@ -660,7 +669,7 @@ class LegacyCallbackAdapter(Callback):
         if trainer.world_size > 1:
             # should_stop is not synchronized by Lightning: every rank must take the same decision, once
             # per epoch (from the last adapter, after all have dispatched). Any rank's request stops all.
-            if _adapters_of(trainer)[-1] is not self:
+            if [a for a in _adapters_of(trainer) if a.steers_training][-1] is not self:
                 return
             stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
         if stop:

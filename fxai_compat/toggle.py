@@ -197,7 +197,8 @@ def _check_options(pair: PortPair, impl: str, options: Mapping[str, Any]) -> Non
 
 def build_callbacks(config: Any, impl: Mapping[str, str] | str | Iterable[str] | None = None, *,
                     env: Mapping[str, str] | None = None, run_dir: str | os.PathLike | None = None,
-                    shadow_strict: bool = False, extras: dict[str, Any] | None = None) -> BuiltCallbacks:
+                    shadow_strict: bool = False, extras: dict[str, Any] | None = None,
+                    keep_history: bool = False) -> BuiltCallbacks:
     """Lightning callbacks for a run config's ``callbacks`` section, in config order.
 
     ``config`` is a ``RunConfig``, a mapping with a ``callbacks`` key, or the section itself.
@@ -224,7 +225,7 @@ def build_callbacks(config: Any, impl: Mapping[str, str] | str | Iterable[str] |
                           f"known callbacks: {', '.join(REGISTRY)}.")
     choices = resolve_impls(section, cli, env)
     built = BuiltCallbacks([], {}, {}, extras=ctx.extras)
-    shadow_pairs = []
+    shadow_pairs: dict[str, Any] = {}
     for name, options in section.items():
         options = dict(options or {})
         options.pop("impl", None)
@@ -255,13 +256,14 @@ def build_callbacks(config: Any, impl: Mapping[str, str] | str | Iterable[str] |
 
             legacy = _build_legacy(pair, sandbox_options(pair.name, options, ctx.shadow_dir))
             built.legacy[name] = legacy
-            built.callbacks.append(ShadowAdapter(legacy, name=name))
-            shadow_pairs.append(name)
+            shadow_pairs[name] = ShadowAdapter(legacy, name=name)
+            built.callbacks.append(shadow_pairs[name])
     if shadow_pairs:
         from .shadow import ShadowMonitor
 
         built.monitor = ShadowMonitor({n: (REGISTRY[n], built.legacy[n], built.native[n]) for n in shadow_pairs},
-                                      ctx.shadow_dir, strict=shadow_strict)
+                                      ctx.shadow_dir, strict=shadow_strict, keep_history=keep_history,
+                                      controls=shadow_pairs)
         built.callbacks.append(built.monitor)
     return built
 

@@ -8,8 +8,15 @@ and that a native port behaves like its legacy counterpart (port parity).
 from .compare import DEFAULT_TOLERANCE, first_mismatch, normalize
 from .trace import Divergence, ParityResult, TraceRecorder, check_trace_parity, record_trace
 
+
+def check_port_parity(name_or_pair, config, **options):
+    """See :func:`fxai_compat.parity.port.check_port_parity` (imported lazily: it needs the toggle registry)."""
+    from .port import check_port_parity as check
+
+    return check(name_or_pair, config, **options)
+
 __all__ = ["DEFAULT_TOLERANCE", "Divergence", "ParityResult", "TraceRecorder", "check_trace_parity",
-           "first_mismatch", "normalize", "record_trace", "parity_config"]
+           "first_mismatch", "normalize", "record_trace", "parity_config", "check_port_parity"]
 
 
 def parity_config(**changes):
