@@ -96,10 +96,12 @@ class ShadowAdapter(LegacyCallbackAdapter):
         self.name = name
         self.decisions: list[dict[str, Any]] = []
         self._own_state: _SharedRunState | None = None
+        self._own_trainer = None
 
     def _shared_for(self, trainer: "pl.Trainer") -> _SharedRunState:
-        # Its own stop flag and context: a stop it asks for is recorded at cycle end, not shared.
-        self._own_state = _SharedRunState()
+        # Its own stop flag and context (one per trainer): a stop it asks for is recorded at cycle end, not shared.
+        if self._own_state is None or self._own_trainer is not trainer:
+            self._own_state, self._own_trainer = _SharedRunState(), trainer
         return self._own_state
 
     def record(self, decision: str, detail: Any = None) -> None:
