@@ -471,7 +471,27 @@ class LegacyCallbackAdapter(Callback):
                 else:
                     fire(event, hook, **{name: _fresh(payload)})
 
-        return handler
+        if len(targets) != 1 or capture or targets[0][1] is None:
+            return handler
+        # The hot path (per step / per episode / per update): one legacy event with one payload argument.
+        # Same semantics as _fire, minus its generality: no kwargs re-packing, no try/finally (the error
+        # note is computed inside the manager, while _hook is still this hook).
+        (event, name), manager_fire = targets[0], self.manager.fire
+
+        def fast_handler(trainer, pl_module, payload):
+            if batched and self._ddp_buffer is not None:
+                self._buffer_rl(rl_event, payload, events)
+                return
+            shared = self._shared
+            if not self._active or shared.returned_stop is not None:
+                fire(event, hook, **{name: _fresh(payload)})  # the general path settles a pending stop
+                return
+            previous, self._hook = self._hook, hook
+            if manager_fire(event, trainer=self._view, **{name: _fresh(payload)}):
+                shared.returned_stop = (event, self._position)
+            self._hook = previous
+
+        return fast_handler
 
     # -- distributed delivery --------------------------------------------------------------------
     def _buffer_rl(self, rl_event: str, payload: Any, events: list[str]) -> None:
@@ -750,10 +770,23 @@ _BATCHED_UNDER_DDP = ("episode_start", "rollout_start", "step_start", "step_end"
 
 
 def _fresh(payload: Any) -> Any:
-    """A copy for one receiver, so a callback that mutates its payload affects nobody else."""
-    if type(payload) is dict:
-        return {k: (list(v) if type(v) is list else v) for k, v in payload.items()}
-    return payload
+    """A copy for one receiver, so a callback that mutates its payload affects nobody else.
+
+    Per-event hot path: ``dict.copy`` plus copies of ``step_info``'s lists (the only payload with lists).
+    """
+    if type(payload) is not dict:
+        return payload
+    out = payload.copy()
+    if "dones" in out:  # step_info: its per-environment lists
+        for key in _LIST_KEYS:
+            value = out.get(key)
+            if type(value) is list:
+                out[key] = value.copy()
+    return out
+
+
+#: The keys of RL payloads that hold lists (``step_info``'s per-environment values).
+_LIST_KEYS = ("rewards", "dones", "actions")
 
 
 def wrap(callbacks: Iterable[Any] | Any, **adapter_options: Any) -> list[Callback]:
