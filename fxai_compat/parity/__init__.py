@@ -6,6 +6,7 @@ and that a native port behaves like its legacy counterpart (port parity).
 """
 
 from .compare import DEFAULT_TOLERANCE, first_mismatch, normalize
+from .report import CallbackReport, ParityReport, run_parity_report, select_callbacks, write_plots
 from .trace import Divergence, ParityResult, TraceRecorder, check_trace_parity, record_trace
 
 
@@ -16,7 +17,8 @@ def check_port_parity(name_or_pair, config, **options):
     return check(name_or_pair, config, **options)
 
 __all__ = ["DEFAULT_TOLERANCE", "Divergence", "ParityResult", "TraceRecorder", "check_trace_parity",
-           "first_mismatch", "normalize", "record_trace", "parity_config", "check_port_parity"]
+           "first_mismatch", "normalize", "record_trace", "parity_config", "check_port_parity",
+           "CallbackReport", "ParityReport", "run_parity_report", "select_callbacks", "write_plots"]
 
 
 def parity_config(**changes):

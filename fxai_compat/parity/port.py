@@ -73,7 +73,7 @@ def check_port_parity(name_or_pair: Any, config: TrainConfig | Mapping[str, Any]
         context = monitor.history[max(0, index - 3):index + 1]
         divergence = Divergence(index, f"cycle {d['cycle']}, {d['observable']}: {d['detail']}",
                                 [_row(h, "legacy") for h in context], [_row(h, "native") for h in context],
-                                len(context) - 1)
+                                len(context) - 1, other="native")
     result = ParityResult(pair.name, divergence is None, counts, sum(monitor.compared.values()), divergence,
                           kind="port")
     result.history = monitor.history

@@ -38,12 +38,13 @@ class Divergence:
     legacy: list[dict[str, Any]]
     lightning: list[dict[str, Any]]
     at: int  # position of the diverging record inside the context lists
+    other: str = "lightning"  # what the right-hand column is: the Lightning host, or a native port
 
     def render(self) -> str:
         lines = [f"first divergence at event #{self.index}: {self.what}"]
         width = max(len(_short(r)) for r in self.legacy + self.lightning + [{}]) if (self.legacy or self.lightning) else 0
         width = min(max(width, 20), 70)
-        lines.append(f"    {'legacy':<{width}} | lightning")
+        lines.append(f"    {'legacy':<{width}} | {self.other}")
         for i in range(max(len(self.legacy), len(self.lightning))):
             left = _short(self.legacy[i]) if i < len(self.legacy) else "(end of trace)"
             right = _short(self.lightning[i]) if i < len(self.lightning) else "(end of trace)"
