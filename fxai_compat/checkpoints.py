@@ -39,6 +39,8 @@ class TrainingCheckpoint:
     rl_state: dict[str, Any]
     callbacks: dict[str, Any] = field(default_factory=dict)
     run_cycles_done: int = 0
+    #: ``"legacy"`` (written by ``LegacyTrainer``) or ``"lightning"`` (a Lightning ``.ckpt``).
+    kind: str = "lightning"
 
 
 def write_atomic(obj: Any, path: str | os.PathLike) -> None:
@@ -50,6 +52,7 @@ def write_atomic(obj: Any, path: str | os.PathLike) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it 0600; a checkpoint gets the mode torch.save would give
         with os.fdopen(fd, "wb") as handle:
             torch.save(obj, handle)
             handle.flush()
@@ -63,6 +66,12 @@ def write_atomic(obj: Any, path: str | os.PathLike) -> None:
         raise
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def load_weights_only(path: str | os.PathLike) -> Any:
     """``torch.load(weights_only=True)`` with one-line errors for missing, damaged and unsafe files."""
     path = str(path)
@@ -74,7 +83,7 @@ def load_weights_only(path: str | os.PathLike) -> Any:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"Refused to load {path}: it holds Python objects that weights_only loading does not "
                               f"allow ({first[:160]}); only trusted tensor checkpoints are loaded.") from None
-    except (EOFError, RuntimeError, zipfile.BadZipFile, ValueError, OSError) as exc:
+    except (EOFError, RuntimeError, zipfile.BadZipFile, ValueError, OSError, IndexError, KeyError) as exc:
         raise CheckpointError(f"Checkpoint {path} is truncated or not a PyTorch checkpoint "
                               f"({type(exc).__name__}: {str(exc)[:160]}).") from None
 
@@ -87,7 +96,7 @@ def read_training_checkpoint(path: str | os.PathLike) -> TrainingCheckpoint:
         raise CheckpointError(f"{path} holds a {type(data).__name__}, not a training checkpoint.")
     if data.get("format") == LEGACY_FORMAT:
         return TrainingCheckpoint(path, data["model"], data.get("optimizer"), data["rl_state"],
-                                  data.get("callbacks", {}), int(data.get("run_cycles_done", 0)))
+                                  data.get("callbacks", {}), int(data.get("run_cycles_done", 0)), kind="legacy")
     if "state_dict" in data and RL_STATE_KEY in data:
         model = {k[len(POLICY_PREFIX):]: v for k, v in data["state_dict"].items() if k.startswith(POLICY_PREFIX)}
         optimizers = data.get("optimizer_states") or [None]
