@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import tempfile
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,9 +80,21 @@ def load_weights_only(path: str | os.PathLike) -> Any:
     if not os.path.isfile(path):
         raise CheckpointError(f"Checkpoint {path} does not exist.")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # "Detected pickle protocol 4": the refusal below says it better
+            warnings.filterwarnings("ignore", message=".*Detected pickle protocol.*")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        # torch reports garbage (a CSV, a text file) as an unpickling error too: only a zip (torch.save) or
+        # a pickle stream (protocol >= 2 starts with 0x80) holds refused Python objects.
+        with open(path, "rb") as handle:
+            head = handle.read(4)
+        if not (head.startswith(b"PK\x03\x04") or head.startswith(b"\x80")):
+            raise CheckpointError(f"Checkpoint {path} is truncated or not a PyTorch checkpoint "
+                                  f"(it is neither a torch.save zip archive nor a pickle).") from None
+        # The detail, without torch's advice to load with weights_only=False and its terminal escape codes.
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+        found = re.search(r"(Unsupported [^\n]*?)(?:\.\s|\n|$)", text)
+        first = found.group(1) if found else (text.strip().splitlines() or [type(exc).__name__])[0]
         raise CheckpointError(f"Refused to load {path}: it holds Python objects that weights_only loading does not "
                               f"allow ({first[:160]}); only trusted tensor checkpoints are loaded.") from None
     except (EOFError, RuntimeError, zipfile.BadZipFile, ValueError, OSError, IndexError, KeyError) as exc:
