@@ -23,6 +23,7 @@ _EXPORTS = {
     "build_trainer": "lightning_host", "LOGGED_METRICS": "lightning_host",
     "LegacyCallbackAdapter": "adapter", "LightningTrainerView": "adapter", "wrap": "adapter",
     "CheckpointError": "checkpoints", "read_training_checkpoint": "checkpoints",
+    "build_callbacks": "toggle", "register_port": "toggle",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -79,7 +79,7 @@ def _sixteen_empty() -> list[Any]:
 
 
 def _six_native(workdir: Path):
-    """The six native ports, if the toggle registry has them; None otherwise."""
+    """The six native ports (a ``BuiltCallbacks``), if the toggle registry has them; None otherwise."""
     try:
         from .toggle import native_bench_callbacks
     except ImportError:
@@ -115,11 +115,11 @@ def _run_variant(name: str, cycles: int, workdir: Path) -> float | None:
         start = time.perf_counter()
         fit(cfg, callbacks, **quiet)
     elif name == "fit_six_native":
-        callbacks = _six_native(workdir)
-        if callbacks is None:
+        built = _six_native(workdir)
+        if built is None:
             return None
         start = time.perf_counter()
-        fit(cfg, callbacks, **quiet)
+        fit(cfg, built.callbacks, **{**quiet, "logger": built.loggers or False})
     else:
         raise ValueError(f"unknown variant {name!r}")
     return time.perf_counter() - start
@@ -155,7 +155,8 @@ def _dispatch_cost_ns(repeats: int = 20000) -> dict[str, float]:
 
 def _peak_rss_mb(variant: str, cycles: int) -> float:
     """Peak RSS of one run of ``variant`` in a fresh process."""
-    code = ("import resource, sys, pathlib, tempfile, logging; logging.disable(logging.WARNING);"
+    code = ("import resource, sys, pathlib, tempfile, logging, torch; logging.disable(logging.WARNING);"
+            "torch.set_num_threads(1);"
             "from fxai_compat.bench import _run_variant;"
             f"d = pathlib.Path(tempfile.mkdtemp()); _run_variant({variant!r}, {cycles}, d);"
             "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
@@ -172,6 +173,11 @@ def run_benchmark(cycles: int = 10, repeats: int = 5, memory_cycles: int | None 
     """Measure every variant interleaved; returns the results dict written to ``bench/results.json``."""
     logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
     os.environ.setdefault("WANDB_SILENT", "true")
+    import torch
+
+    # One intra-op thread for every variant: the tiny networks gain nothing from more, and on a shared
+    # 2-core machine competing thread pools make timings swing by 10x. Both hosts do identical compute.
+    torch.set_num_threads(1)
     names = variants or ["legacy_none", "fit_none", "legacy_six", "fit_six_adapted", "fit_sixteen_empty",
                          "fit_six_native"]
     root = Path(workdir or tempfile.mkdtemp(prefix="fxai-bench-"))

@@ -6,6 +6,7 @@ User errors (bad flags, files, values) exit with code 2 and one line on stderr, 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -102,14 +103,17 @@ def _finish_trial(extras: dict[str, Any], state: str, value: float) -> None:
 
     states = {"PRUNED": optuna.trial.TrialState.PRUNED, "FAIL": optuna.trial.TrialState.FAIL}
     if state in states:
-        study.tell(trial, state=states[state])
+        frozen = study.tell(trial, state=states[state])
     else:
-        study.tell(trial, value)
-    print(f"optuna: trial {trial.number} of study {study.study_name!r} {state.lower()}")
+        frozen = study.tell(trial, value, skip_if_finished=True)
+    # The state Optuna recorded, not the one asked for: a NaN value (no episode ended in the last cycle) is
+    # stored as FAIL, and printing "complete" for it was wrong.
+    note = " (the last cycle's episode_reward_mean is NaN)" if value != value and state == "COMPLETE" else ""
+    print(f"optuna: trial {trial.number} of study {study.study_name!r} {frozen.state.name.lower()}{note}")
 
 
 def _train_lightning(run: RunConfig, impl: list[str], shadow_strict: bool, run_dir: Path, extras: dict[str, Any],
-                     *, trial=None):
+                     *, trial=None, ckpt_path: str | None = None, resume_explicit: bool = False):
     """Build the callbacks the config selects and run the Lightning host; returns (trainer, built).
     Objects made on the way (an Optuna study and trial) land in ``extras`` even if training fails."""
     from pytorch_lightning.loggers import CSVLogger
@@ -136,34 +140,129 @@ def _train_lightning(run: RunConfig, impl: list[str], shadow_strict: bool, run_d
     loggers = list(loggers) + built.loggers
     for logger in loggers:
         logger.log_hyperparams({"train": run.train.to_dict(), "callback_impl": dict(built.impls)})
-    if built.impls.get("continuous_training") == "native":
-        from .callbacks.continuous_training import continue_training
+    try:
+        if built.impls.get("continuous_training") == "native":
+            from .callbacks.continuous_training import continue_training
 
-        trainer = continue_training(run.train, built.callbacks, logger=loggers or False, **options)
-    else:
-        trainer = fit(run.train, built.callbacks, logger=loggers or False, **options)
-    for callback in built.native.values():
-        if callable(getattr(callback, "check_pruned", None)):
-            callback.check_pruned()
+            planned = [name for name in ("max_epochs", "ckpt_path") if name in options]
+            if resume_explicit:
+                planned.append("ckpt_path (--resume-from)")
+            if planned:  # continue_training's ValueError would be a traceback
+                raise ConfigError(f"{run.source} [trainer]: {', '.join(planned)} cannot be set with a native "
+                                  f"continuous_training entry: it plans them from the newest version (set train.cycles).")
+            trainer = continue_training(run.train, built.callbacks, logger=loggers or False, **options)
+        else:
+            if ckpt_path:
+                print(f"resuming from {ckpt_path}")
+            trainer = fit(run.train, built.callbacks, logger=loggers or False,
+                          **({"ckpt_path": ckpt_path} if ckpt_path else {}), **options)
+        for callback in built.native.values():
+            if callable(getattr(callback, "check_pruned", None)):
+                callback.check_pruned()
+    finally:
+        _finish_wandb_runs(built)
     return trainer, built
+
+
+def _finish_wandb_runs(built) -> None:
+    """Finish the W&B runs this run opened. A WandbLogger never finishes its run and the next WandbLogger of the
+    process reuses a run in progress: without this, every tune trial after the first logged into the first
+    trial's run. A legacy WandbCallback finishes its own run in on_training_end, which a pruned or failed
+    fit never reaches."""
+    for logger in built.loggers:
+        experiment = getattr(logger, "_experiment", None)
+        if experiment is not None and callable(getattr(experiment, "finish", None)):
+            experiment.finish()
+    for callback in built.legacy.values():
+        run = getattr(callback, "run", None)
+        if run is not None and callable(getattr(run, "finish", None)) and not getattr(run, "_is_finished", False):
+            run.finish()
+
+
+def _resume_checkpoint(args: argparse.Namespace, run: RunConfig) -> str | None:
+    """The checkpoint ``train`` continues from, checked before anything is built or written.
+
+    ``--resume-from PATH``: that file (a full training checkpoint, loaded weights-only). Otherwise, under
+    Lightning and unless ``--fresh``: the ``last.ckpt`` in ``checkpoint_dir`` (written atomically, so never a
+    partial file). A finished run's ``last.ckpt`` is passed too: Lightning restores it and trains no more."""
+    from .checkpoints import read_training_checkpoint
+
+    explicit = getattr(args, "resume_from", None)
+    if explicit:
+        if getattr(args, "fresh", False):
+            raise ConfigError("--fresh and --resume-from exclude each other: give one.")
+        ckpt = read_training_checkpoint(explicit)
+        if args.host == "lightning" and ckpt.kind != "lightning":
+            raise CheckpointError(f"{explicit} was written by the legacy loop; --host lightning resumes from a "
+                                  f"Lightning .ckpt (resume this one with --host legacy).")
+        _check_policy_shapes(ckpt, run)
+        return str(explicit)
+    if args.host != "lightning" or getattr(args, "fresh", False) or "ckpt_path" in run.trainer:
+        return None
+    continuous = run.callbacks.get("continuous_training")
+    if "continuous_training" in run.callbacks and (not isinstance(continuous, Mapping)
+                                                   or continuous.get("enabled", True) is not False):
+        return None  # it resumes from its newest complete version by itself, and trains `cycles` more
+    last = Path(run.train.checkpoint_dir) / "last.ckpt"
+    if not last.exists():
+        return None
+    try:
+        ckpt = read_training_checkpoint(last)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{exc} Pass --fresh to start the run over.") from None
+    planned = run.trainer.get("max_epochs", run.train.cycles)
+    if planned is not None and ckpt.run_cycles_done >= planned:
+        print(f"{last}: the run already did {ckpt.run_cycles_done} of {planned} cycles; nothing to train "
+              f"(--fresh starts over)")
+    _check_policy_shapes(ckpt, run)
+    return str(last)
+
+
+def _check_policy_shapes(ckpt, run: RunConfig) -> None:
+    """A checkpoint of another architecture would fail deep in load_state_dict (a traceback, after logs exist)."""
+    from .ppo import PPOCore
+
+    expected = {k: tuple(v.shape) for k, v in PPOCore(run.train).policy.state_dict().items()}
+    held = {k: tuple(v.shape) for k, v in ckpt.model.items()}
+    if held != expected:
+        diff = sorted(set(held) ^ set(expected)) or [k for k in sorted(held) if held[k] != expected[k]]
+        key = diff[0]
+        raise CheckpointError(f"{ckpt.path} holds a policy of another shape than this config's ({key}: checkpoint "
+                     f"{list(held.get(key, ())) or 'none'}, config {list(expected.get(key, ())) or 'none'}); resume "
+                     f"with the config that wrote it (env, obs_window, hidden_sizes).")
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
     run = load_run_config(args.config, args.set)
+    resume_from = _resume_checkpoint(args, run)
+    if run.train.env == "fx" and run.train.price_csv:  # read before logs or checkpoints exist: a bad file leaves none
+        from .envs import load_price_csv
+
+        load_price_csv(run.train.price_csv)
     run_dir = Path(run.train.checkpoint_dir).parent
     extras: dict[str, Any] = {}
     callbacks: list[Any] = []
     try:
         if args.host == "legacy":
             from .legacy_host import LegacyTrainer
+            from .toggle import parse_impl_overrides
 
+            # An explicit request for a native port cannot be honoured by the legacy loop: say so, not ignore it.
+            asked = {k: v for k, v in parse_impl_overrides(args.impl, source="--impl").items() if v != "legacy"}
+            if asked:
+                raise ConfigError(f"--host legacy runs legacy callbacks only; drop --impl "
+                                  f"{', '.join(f'{k}={v}' for k, v in asked.items())} or use --host lightning.")
             callbacks, extras = _legacy_callbacks(run, run_dir)
+            print(f"callback implementations: {', '.join(f'{n}=legacy (--host legacy)' for n in run.callbacks) or 'none'}")
             trainer = LegacyTrainer(run.train, callbacks)
-            trainer.train()
+            if resume_from:
+                print(f"resuming from {resume_from}")
+            trainer.train(resume_from=resume_from)
             core, metrics = trainer.core, trainer.core.cycle_metrics(None)
             checkpoints = trainer.checkpoint_paths
         else:
-            pl_trainer, built = _train_lightning(run, args.impl, args.shadow_strict, run_dir, extras)
+            pl_trainer, built = _train_lightning(run, args.impl, args.shadow_strict, run_dir, extras,
+                                                 ckpt_path=resume_from, resume_explicit=bool(args.resume_from))
             callbacks = list(built.legacy.values()) + list(built.native.values())
             module = pl_trainer.lightning_module
             core, metrics = module.core, module.cycle_metrics()
@@ -194,10 +293,11 @@ _TUNED = {"lr": (1e-4, 3e-3, True), "ent_coef": (1e-4, 0.05, True), "clip": (0.1
           "gae_lambda": (0.9, 0.99, False)}
 
 
-def open_study(storage: str | None, study: str, *, direction: str = "maximize"):
+def open_study(storage: str | None, study: str, *, direction: str = "maximize", heartbeat: bool = True):
     """Create or load a study. ``storage``: ``sqlite:///file.db`` or another RDB URL (PostgreSQL/MySQL across
     machines), ``journal:///path/file.log`` (several processes on one machine), or None (in memory).
-    RDB storages get heartbeats, and a trial whose worker died is retried (Optuna's RetryFailedTrialCallback)."""
+    RDB storages get heartbeats, and a trial whose worker died is retried (Optuna's stale-trial retry);
+    ``heartbeat=False`` for a trial driven by ask/tell (``train``), which Optuna warns heartbeats are not for."""
     import optuna
 
     try:
@@ -213,20 +313,57 @@ def open_study(storage: str | None, study: str, *, direction: str = "maximize"):
         else:
             if storage.startswith("sqlite:///"):
                 Path(storage[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-            backend = optuna.storages.RDBStorage(
-                storage, heartbeat_interval=10, grace_period=30,
-                failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=1),
-                engine_kwargs={"connect_args": {"timeout": 10}} if storage.startswith("sqlite") else
-                {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}})
+            backend = _rdb_storage(storage, heartbeat=heartbeat)
         return optuna.create_study(study_name=study, storage=backend, direction=direction, load_if_exists=True,
                                    pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=2))
     except (ImportError, ValueError, OSError) as exc:
-        raise ConfigError(f"Cannot open Optuna storage {_redact(storage)}: {_redact(str(exc)).splitlines()[0]}.") from None
+        raise ConfigError(f"Cannot open Optuna storage {_redact(storage)}: {_first_line(exc)}.") from None
     except Exception as exc:  # sqlalchemy's OperationalError and friends: unreachable or refused
         if type(exc).__module__.startswith(("sqlalchemy", "optuna")):
-            raise ConfigError(f"Cannot open Optuna storage {_redact(storage)}: "
-                              f"{_redact(str(exc)).splitlines()[0][:200]}.") from None
+            raise ConfigError(f"Cannot open Optuna storage {_redact(storage)}: {_first_line(exc)[:200]}.") from None
         raise
+
+
+def _rdb_storage(url: str, attempts: int = 5, heartbeat: bool = True):
+    """An RDBStorage with heartbeats. Workers started together on a new SQLite file race to create its tables
+    (one of two got "(sqlite3.OperationalError) table studies already exists" and exited): such a race, or a
+    locked database, is retried after a short pause."""
+    import time
+    import warnings
+
+    import optuna
+
+    # Optuna 4.9 renamed the stale-trial retry (the old names warn FutureWarning on every start); heartbeats are
+    # "experimental" (ExperimentalWarning): neither is news to the user of a command line.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if hasattr(optuna.storages, "RetryHeartbeatStaleTrialCallback"):
+            retry = {"heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)}
+        else:  # pragma: no cover - optuna < 4.9
+            retry = {"failed_trial_callback": optuna.storages.RetryFailedTrialCallback(max_retry=1)}
+    beats = {"heartbeat_interval": 10, "grace_period": 30, **retry} if heartbeat else {}
+    for attempt in range(attempts):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    url, **beats,
+                    engine_kwargs={"connect_args": {"timeout": 10}} if url.startswith("sqlite") else
+                    {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}})
+        except Exception as exc:
+            message = str(exc)
+            racing = url.startswith("sqlite") and any(
+                text in message for text in ("already exists", "database is locked", "UNIQUE constraint failed"))
+            if not racing or attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def _first_line(exc: BaseException) -> str:
+    # str(exc) may be empty (splitlines()[0] was an IndexError traceback) or hold a password.
+    lines = _redact(str(exc)).strip().splitlines()
+    return lines[0].rstrip(".") if lines else type(exc).__name__
 
 
 def _redact(text: str | None) -> str:
@@ -236,12 +373,118 @@ def _redact(text: str | None) -> str:
     return re.sub(r"(://[^:/@\s]+):[^@\s]*@", r"\1:***@", text or "none")
 
 
+#: Callback options that name a directory: each tune trial gets its own (``<trial dir>/<callback>``), or the trials
+#: would overwrite each other's best model and resume from each other's continuous-training versions.
+_TRIAL_DIR_OPTIONS = ("save_dir", "checkpoint_dir")
+_WORKER_ATTR = "fxai_worker"
+_SURPLUS_ATTR = "fxai_surplus"
+
+
+def _worker_id() -> str:
+    import socket
+
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _worker_alive(trial) -> bool:
+    """False only for a RUNNING trial whose worker was on this host and is gone (killed: it can never finish)."""
+    host, _, pid = str(trial.user_attrs.get(_WORKER_ATTR, "")).rpartition(":")
+    if not pid.isdigit() or host != _worker_id().rpartition(":")[0]:
+        return True  # not known to be dead (another machine, or not yet labelled)
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        pass
+    return True
+
+
+def _census(study, before: int | None = None) -> tuple[int, int]:
+    """(finished, in progress) trials of the study, all workers together; ``before``: only trials numbered lower.
+    Finished = COMPLETE or PRUNED (a FAIL does not count towards --n-trials); in progress = WAITING, or RUNNING
+    in a live worker. A RUNNING trial of a dead worker on this host is marked FAIL (the journal storage has no
+    heartbeats; RDB storages fail stale trials themselves)."""
+    import optuna
+    from optuna.storages import fail_stale_trials
+    from optuna.storages._heartbeat import is_heartbeat_enabled
+
+    states = optuna.trial.TrialState
+    if before is None and is_heartbeat_enabled(study._storage):
+        import warnings
+
+        with warnings.catch_warnings():  # fail_stale_trials is experimental; optimize() silences it the same way
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            fail_stale_trials(study)
+    finished = running = 0
+    for t in study.get_trials(deepcopy=False):
+        if before is not None and t.number >= before:
+            continue
+        if t.state in (states.COMPLETE, states.PRUNED):
+            finished += 1
+        elif t.state == states.WAITING:
+            running += 1
+        elif t.state == states.RUNNING:
+            if _worker_alive(t):
+                running += 1
+            else:
+                try:
+                    study._storage.set_trial_state_values(t._trial_id, state=states.FAIL)
+                except Exception:  # another worker got there first
+                    pass
+    return finished, running
+
+
+def _run_trial(study, objective, n_trials: int) -> None:
+    """Ask one trial, run it unless it is surplus, tell the outcome (with heartbeats on an RDB storage)."""
+    import contextlib
+    import warnings
+
+    import optuna
+
+    states = optuna.trial.TrialState
+    with warnings.catch_warnings():  # "Heartbeat of storage is supposed to be used with Study.optimize": we beat here
+        warnings.simplefilter("ignore", UserWarning)
+        trial = study.ask()
+    trial.set_user_attr(_WORKER_ATTR, _worker_id())
+    finished, running = _census(study, before=trial.number)
+    if finished + running >= n_trials:
+        trial.set_user_attr(_SURPLUS_ATTR, True)
+        study.tell(trial, state=states.FAIL)
+        print(f"trial {trial.number}: not run: another worker asked for the study's last trial at the same moment")
+        return
+    try:
+        from optuna.storages._heartbeat import get_heartbeat_thread, is_heartbeat_enabled
+
+        beating = (get_heartbeat_thread(trial._trial_id, study._storage) if is_heartbeat_enabled(study._storage)
+                   else contextlib.nullcontext())
+    except ImportError:  # pragma: no cover - a future optuna: no heartbeats, dead workers' trials stay RUNNING
+        beating = contextlib.nullcontext()
+    with beating:
+        try:
+            value = objective(trial)
+        except optuna.TrialPruned as exc:
+            study.tell(trial, state=states.PRUNED)
+            print(f"trial {trial.number}: pruned ({exc})")
+            return
+        except BaseException:
+            study.tell(trial, state=states.FAIL)
+            raise
+    study.tell(trial, value)
+
+
 def _cmd_tune(args: argparse.Namespace) -> int:
     import optuna
+
+    from .toggle import validate_callbacks
 
     if args.n_trials <= 0:
         raise ConfigError(f"--n-trials must be a positive number of trials, got {args.n_trials}.")
     run = load_run_config(args.config, args.set)
+    # Checked before the study is opened: a config error must not leave a FAIL trial in a shared study.
+    if "optuna" not in run.callbacks:
+        raise ConfigError(f"{run.source}: tuning needs an optuna entry in the callbacks section (it prunes trials).")
+    validate_callbacks(run.callbacks, args.impl)
     study = open_study(args.storage, args.study)
     base_dir = Path(run.train.checkpoint_dir).parent / "tune" / args.study
 
@@ -249,22 +492,34 @@ def _cmd_tune(args: argparse.Namespace) -> int:
         params = {name: trial.suggest_float(name, low, high, log=log) for name, (low, high, log) in _TUNED.items()}
         trial_dir = base_dir / f"trial-{trial.number:04d}"
         train = run.train.replace(**params, checkpoint_dir=str(trial_dir / "checkpoints"))
-        trial_run = RunConfig(train, {**run.trainer, "enable_progress_bar": False}, run.callbacks, run.source)
+        callbacks = {name: ({**opts, **{key: str(trial_dir / name) for key in _TRIAL_DIR_OPTIONS if opts.get(key)}}
+                            if isinstance(opts, dict) else opts) for name, opts in run.callbacks.items()}
+        trial_run = RunConfig(train, {**run.trainer, "enable_progress_bar": False}, callbacks, run.source)
         pl_trainer, _ = _train_lightning(trial_run, args.impl, False, trial_dir, {}, trial=trial)
         value = pl_trainer.lightning_module.cycle_metrics()["episode_reward_mean"]
+        if value != value:  # optuna would record a NaN objective as a silent FAIL, and the workers would loop on
+            raise ConfigError(f"trial {trial.number}: episode_reward_mean of the last cycle is NaN (no episode ended "
+                              f"in it); collect more steps per cycle (n_steps) or shorten episode_length.")
         print(f"trial {trial.number}: episode_reward_mean {value:.3f} with {params}")
         return value
 
-    # Stop when the study (all workers together) has n_trials finished trials: no worker overshoots.
-    done = optuna.study.MaxTrialsCallback(args.n_trials, states=(optuna.trial.TrialState.COMPLETE,
-                                                                 optuna.trial.TrialState.PRUNED))
-    finished = [t for t in study.trials if t.state.is_finished()]
-    if len(finished) < args.n_trials:
-        study.optimize(objective, n_trials=args.n_trials, callbacks=[done], catch=())
-    finished = [t for t in study.trials if t.state.is_finished()]
-    complete = [t for t in finished if t.state == optuna.trial.TrialState.COMPLETE]
-    pruned = [t for t in finished if t.state == optuna.trial.TrialState.PRUNED]
-    print(f"study {args.study!r}: {len(finished)} finished trials ({len(complete)} complete, {len(pruned)} pruned)")
+    # One trial at a time until the study (all workers together) has n_trials finished or in progress. The old
+    # loop (optimize + MaxTrialsCallback) counted finished trials only, after each trial: a worker whose trial
+    # ended while another worker's last trial was still running started one more, and the study overshot
+    # --n-trials. Here: a census before each ask, and one by trial number after it (two workers asking at the
+    # same moment: the later-numbered trial is recorded as FAIL with user attr fxai_surplus and not run).
+    # ask/tell rather than optimize, so that a surplus trial is one line, not a logged traceback.
+    while True:
+        finished, running = _census(study)
+        if finished + running >= args.n_trials:
+            break
+        _run_trial(study, objective, args.n_trials)
+    trials = study.trials
+    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    pruned = [t for t in trials if t.state == optuna.trial.TrialState.PRUNED]
+    running = sum(t.state == optuna.trial.TrialState.RUNNING for t in trials)
+    print(f"study {args.study!r}: {len(complete) + len(pruned)} finished trials ({len(complete)} complete, "
+          f"{len(pruned)} pruned)" + (f"; {running} running in other workers" if running else ""))
     if complete:
         print(f"best: trial {study.best_trial.number}, episode_reward_mean {study.best_value:.3f}, {study.best_params}")
     return 0
@@ -289,11 +544,22 @@ def build_parser() -> argparse.ArgumentParser:
                        help="run under Lightning (default) or the legacy FxAI loop (legacy callbacks only)")
     train.add_argument("--shadow-strict", action="store_true",
                        help="a shadow-mode mismatch between a legacy callback and its native port fails the run")
+    train.add_argument("--resume-from", metavar="PATH",
+                       help="continue from this training checkpoint (loaded weights-only; refused if unsafe or damaged)")
+    train.add_argument("--fresh", action="store_true",
+                       help="start over: ignore the last.ckpt of an interrupted run in checkpoint_dir (by default "
+                            "--host lightning resumes from it)")
     train.set_defaults(func=_cmd_train)
     tune.add_argument("--storage", help="sqlite:///study.db, journal:///study.log or an RDB URL (default: in memory)")
     tune.add_argument("--study", required=True, help="study name (an existing study is continued)")
     tune.add_argument("--n-trials", type=int, required=True, help="finished trials the study should have in all")
     tune.set_defaults(func=_cmd_tune)
+    from .parity.report import add_parity_parser
+
+    add_parity_parser(sub)  # fxai-compat parity: trace and port parity table, JSON and plots
+    from .audit import add_parser as add_audit_parser
+
+    add_audit_parser(sub)  # fxai-compat audit: find legacy callbacks, say what migrating each one takes
     return parser
 
 
@@ -303,7 +569,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (ConfigError, CheckpointError) as exc:
-        print(f"fxai-compat: error: {exc}", file=sys.stderr)
+        # One line, as promised: a wrapped library message may span several.
+        print(f"fxai-compat: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("fxai-compat: interrupted", file=sys.stderr)

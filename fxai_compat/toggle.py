@@ -26,7 +26,7 @@ from typing import Any
 from .config import ConfigError
 
 __all__ = ["IMPLS", "Observable", "PortPair", "REGISTRY", "register_port", "resolve_impls", "parse_impl_overrides",
-           "build_callbacks", "BuiltCallbacks", "ENV_VAR", "native_bench_callbacks"]
+           "validate_callbacks", "build_callbacks", "BuiltCallbacks", "ENV_VAR", "native_bench_callbacks"]
 
 IMPLS = ("legacy", "native", "shadow")
 ENV_VAR = "FXAI_CALLBACK_IMPL"
@@ -73,15 +73,32 @@ class PortPair:
             return ("*",)
         return tuple(p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
 
+    def required(self, impl: str) -> tuple[str, ...]:
+        """Options without a default on that side (none when ``prepare`` may supply them)."""
+        factory = self.legacy if impl == "legacy" else self.native_factory()
+        if self.prepare is not None or factory is None:
+            return ()
+        try:
+            params = inspect.signature(factory).parameters.values()
+        except (TypeError, ValueError):
+            return ()
+        return tuple(p.name for p in params
+                     if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.default is p.empty)
+
 
 REGISTRY: dict[str, PortPair] = {}
 
 
-def register_port(name: str, legacy: Callable[..., Any] | None = None, native: Callable[..., Any] | str | None = None,
+_DECORATE = object()  # register_port's "native not given" marker: used as a decorator
+
+
+def register_port(name: str, legacy: Callable[..., Any] | None = None,
+                  native: Callable[..., Any] | str | None = _DECORATE,  # type: ignore[assignment]
                   *, observables: Mapping[str, Any] | Iterable[Observable] = (), replace: bool = False,
                   native_options: Iterable[str] | None = None, prepare=None, prepare_options: Iterable[str] = ()):
     """Register a legacy/native pair under ``name``. As a decorator on the native class:
-    ``@register_port("mine", legacy=MyLegacy, observables={...})``.
+    ``@register_port("mine", legacy=MyLegacy, observables={...})``. ``native=None`` registers a
+    callback that has no native port yet (``impl: legacy`` only).
 
     ``observables`` maps a name to ``(legacy_getter, native_getter)`` or
     ``(legacy_getter, native_getter, tolerance)``, or is a list of :class:`Observable`.
@@ -100,7 +117,9 @@ def register_port(name: str, legacy: Callable[..., Any] | None = None, native: C
                                   tuple(prepare_options))
         return native_obj
 
-    if native is None:
+    # Why a marker and not ``native is None``: with None meaning "decorator", register_port("x", legacy=X,
+    # native=None) (a callback without a port yet) silently registered nothing.
+    if native is _DECORATE:
         return build
     build(native)
     return REGISTRY[name]
@@ -118,11 +137,12 @@ def parse_impl_overrides(items: Iterable[str] | str | None, *, source: str) -> d
     for item in items:
         for part in str(item).split(","):
             name, sep, impl = part.strip().partition("=")
+            name, impl = name.strip(), impl.strip()  # "checkpoint = native" means checkpoint=native
             if not sep or not name or not impl:
                 raise ConfigError(f"{source}: expected NAME=IMPL (e.g. checkpoint=native or all=legacy), got {part!r}.")
             if impl not in IMPLS:
                 raise ConfigError(f"{source}: unknown implementation {impl!r} for {name!r}; choose one of {', '.join(IMPLS)}.")
-            out[name.strip()] = impl
+            out[name] = impl
     return out
 
 
@@ -141,7 +161,7 @@ def resolve_impls(callbacks: Mapping[str, Any], cli: Mapping[str, str] | None = 
                                   f"(its callbacks: {known}; registered ports: {', '.join(REGISTRY)}).")
     out = {}
     for name in names:
-        options = callbacks[name] or {}
+        options = _entry_options(name, callbacks[name])
         impl, where = options.get("impl", "legacy"), "config"
         if impl not in IMPLS:
             raise ConfigError(f"callbacks.{name}.impl is {impl!r}; choose one of {', '.join(IMPLS)}.")
@@ -185,6 +205,63 @@ class BuiltCallbacks:
         return ", ".join(f"{name}={impl} ({self.sources[name]})" for name, impl in self.impls.items())
 
 
+def _entry_options(name: str, options: Any) -> Mapping[str, Any]:
+    """One entry's options; a scalar or list there (``metrics: 5``) is a user error, not an AttributeError."""
+    if options is None:
+        return {}
+    if not isinstance(options, Mapping):
+        raise ConfigError(f"callbacks.{name} must be a mapping of options (or empty); "
+                          f"got {type(options).__name__} {options!r}.")
+    return options
+
+
+def _impl_overrides(impl: Mapping[str, str] | str | Iterable[str] | None) -> dict[str, str]:
+    """``impl`` of ``build_callbacks``: a mapping, NAME=IMPL strings, or a bare mode meaning ``all=<mode>``.
+    A mapping is checked like the command line: an unchecked ``{"all": "nativ"}`` silently dropped every
+    callback (no branch of the builder matched the unknown mode)."""
+    if isinstance(impl, str) and impl.strip() in IMPLS:
+        return {"all": impl.strip()}
+    if isinstance(impl, Mapping):
+        impl = [f"{name}={value}" for name, value in impl.items()]
+    return parse_impl_overrides([impl] if isinstance(impl, str) else impl, source="--impl")
+
+
+def _section_of(config: Any) -> Mapping[str, Any]:
+    section = getattr(config, "callbacks", None)
+    if section is None:
+        section = config.get("callbacks", config) if isinstance(config, Mapping) else {}
+    if section is None:
+        section = {}
+    if not isinstance(section, Mapping):
+        raise ConfigError(f"The callbacks section must be a mapping of name to options; got {type(section).__name__}.")
+    return section
+
+
+def validate_callbacks(config: Any, impl: Mapping[str, str] | str | Iterable[str] | None = None, *,
+                       env: Mapping[str, str] | None = None) -> dict[str, tuple[str, str]]:
+    """Check a callbacks section without building anything: known names, modes, a native port where one is
+    asked for, options the chosen side(s) accept. Returns name -> (impl, where it came from)."""
+    section = _section_of(config)
+    unknown = [name for name in section if name not in REGISTRY]
+    if unknown:
+        raise ConfigError(f"Unknown callback(s) {', '.join(map(repr, unknown))} in the callbacks section; "
+                          f"known callbacks: {', '.join(REGISTRY)}.")
+    choices = resolve_impls(section, _impl_overrides(impl), env)
+    for name, options in section.items():
+        options = dict(_entry_options(name, options))
+        options.pop("impl", None)
+        if not options.pop("enabled", True):
+            continue
+        chosen = choices[name][0]
+        pair = REGISTRY[name]
+        if chosen in ("native", "shadow") and pair.native_factory() is None:
+            raise ConfigError(f"callbacks.{name}: impl {chosen!r} asked for, but {name} has no native port yet; "
+                              f"use impl: legacy.")
+        for side in ("legacy",) if chosen == "legacy" else ("native",) if chosen == "native" else ("legacy", "native"):
+            _check_options(pair, side, options)
+    return choices
+
+
 def _check_options(pair: PortPair, impl: str, options: Mapping[str, Any]) -> None:
     accepted = pair.accepted(impl) + pair.prepare_options
     if "*" in accepted:
@@ -193,6 +270,10 @@ def _check_options(pair: PortPair, impl: str, options: Mapping[str, Any]) -> Non
     if unknown:
         raise ConfigError(f"callbacks.{pair.name}: the {impl} implementation does not accept option(s) "
                           f"{', '.join(unknown)}; it accepts: {', '.join(accepted) or 'none'}.")
+    # Named here rather than as a TypeError about a private factory (e.g. "_native_checkpoint() missing ...").
+    missing = [name for name in pair.required(impl) if name not in options]
+    if missing:
+        raise ConfigError(f"callbacks.{pair.name}: the {impl} implementation needs option(s) {', '.join(missing)}.")
 
 
 def build_callbacks(config: Any, impl: Mapping[str, str] | str | Iterable[str] | None = None, *,
@@ -202,46 +283,33 @@ def build_callbacks(config: Any, impl: Mapping[str, str] | str | Iterable[str] |
     """Lightning callbacks for a run config's ``callbacks`` section, in config order.
 
     ``config`` is a ``RunConfig``, a mapping with a ``callbacks`` key, or the section itself.
-    ``impl`` overrides choices like the command line does (``{"all": "legacy"}`` or
-    ``["checkpoint=native"]``). Legacy entries are wrapped in ``LegacyCallbackAdapter``; native ones
+    ``impl`` overrides choices like the command line does (``{"all": "legacy"}``,
+    ``["checkpoint=native"]``, or a bare ``"native"`` for all of them). Legacy entries are wrapped in ``LegacyCallbackAdapter``; native ones
     are built directly; shadow entries build both, the legacy one sandboxed as a control.
     """
     from .adapter import LegacyCallbackAdapter
 
-    section = getattr(config, "callbacks", None)
-    if section is None:
-        section = config.get("callbacks", config) if isinstance(config, Mapping) else {}
-    if not isinstance(section, Mapping):
-        raise ConfigError(f"The callbacks section must be a mapping of name to options; got {type(section).__name__}.")
+    section = _section_of(config)
     train = getattr(config, "train", None)
     if run_dir is None:
         run_dir = Path(train.checkpoint_dir).parent if train is not None else Path("runs")
     ctx = BuildContext(Path(run_dir), Path(run_dir) / "shadow", extras if extras is not None else {})
-    cli = impl if isinstance(impl, Mapping) else parse_impl_overrides(
-        [impl] if isinstance(impl, str) else impl, source="--impl")
-    unknown = [name for name in section if name not in REGISTRY]
-    if unknown:
-        raise ConfigError(f"Unknown callback(s) {', '.join(map(repr, unknown))} in the callbacks section; "
-                          f"known callbacks: {', '.join(REGISTRY)}.")
-    choices = resolve_impls(section, cli, env)
+    # Every entry is checked before any is built: a bad last entry must not leave an Optuna trial asked, a
+    # W&B directory made or a study created by the entries before it.
+    choices = validate_callbacks(section, impl, env=env)
     built = BuiltCallbacks([], {}, {}, extras=ctx.extras)
     shadow_pairs: dict[str, Any] = {}
     for name, options in section.items():
-        options = dict(options or {})
+        options = dict(_entry_options(name, options))
         options.pop("impl", None)
         if not options.pop("enabled", True):
             continue
         chosen, where = choices[name]
         pair = REGISTRY[name]
-        if chosen in ("native", "shadow") and pair.native_factory() is None:
-            raise ConfigError(f"callbacks.{name}: impl {chosen!r} asked for, but {name} has no native port yet; "
-                              f"use impl: legacy.")
-        for side in ("legacy",) if chosen == "legacy" else ("native",) if chosen == "native" else ("legacy", "native"):
-            _check_options(pair, side, options)
         options = pair.prepare(options, ctx) if pair.prepare else options
         built.impls[name], built.sources[name] = chosen, where
         if chosen in ("native", "shadow"):
-            native = pair.native_factory()(**options)
+            native = _build(pair, "native", pair.native_factory(), options)
             if isinstance(native, tuple):  # a factory may return (callback, logger)
                 native, logger = native
                 built.loggers.append(logger)
@@ -269,14 +337,22 @@ def build_callbacks(config: Any, impl: Mapping[str, str] | str | Iterable[str] |
 
 
 def _build_legacy(pair: PortPair, options: Mapping[str, Any]) -> Any:
+    return _build(pair, "legacy", pair.legacy, options)
+
+
+def _build(pair: PortPair, side: str, factory: Callable[..., Any], options: Mapping[str, Any]) -> Any:
+    # ValueError too (a bad value such as window_size: 0), and the native side as well: both are user errors
+    # that the command line must report in one line, not as a traceback.
     try:
-        return pair.legacy(**options)
-    except TypeError as exc:
-        raise ConfigError(f"callbacks.{pair.name}: cannot build the legacy {pair.legacy.__name__}: {exc}.") from None
+        return factory(**options)
+    except (TypeError, ValueError) as exc:
+        what = getattr(factory, "__name__", type(factory).__name__)
+        what = f"{pair.name} port" if what.startswith("_") else what  # not a private factory's name
+        raise ConfigError(f"callbacks.{pair.name}: cannot build the {side} {what}: {exc}".rstrip(".") + ".") from None
 
 
-def native_bench_callbacks(workdir: Path) -> list[Any] | None:
-    """The six native ports with the benchmark's options (None while any port is missing)."""
+def native_bench_callbacks(workdir: Path) -> BuiltCallbacks | None:
+    """The six native ports (and the W&B port's logger) with the benchmark's options (None while any is missing)."""
     if any(REGISTRY.get(n) is None or REGISTRY[n].native_factory() is None for n in BUILTIN_PORTS):
         return None
     import optuna
@@ -286,8 +362,7 @@ def native_bench_callbacks(workdir: Path) -> list[Any] | None:
                "wandb": {"project": "fxai-bench", "mode": "disabled"}, "evaluation": {},
                "continuous_training": {"checkpoint_dir": str(workdir / "versions"), "keep_versions": 2},
                "optuna": {"trial": trial}}
-    built = build_callbacks({"callbacks": section}, {"all": "native"}, env={}, run_dir=workdir)
-    return built.callbacks
+    return build_callbacks({"callbacks": section}, {"all": "native"}, env={}, run_dir=workdir)
 
 
 # -- the six built-in pairs --------------------------------------------------------------------------
@@ -318,14 +393,12 @@ def _prepare_optuna(options: dict[str, Any], ctx: BuildContext) -> dict[str, Any
     study_keys = {k: options.pop(k) for k in ("study_name", "storage", "direction") if k in options}
     if "trial" in options:
         return options
-    import optuna
+    # The tune command's opener: optuna.create_study(storage="journal:///...") fails with a sqlalchemy
+    # NoSuchModuleError traceback, and an unreachable RDB URL must be a one-line error without its password.
+    from .cli import open_study
 
-    storage = study_keys.get("storage")
-    if isinstance(storage, str) and storage.startswith("sqlite:///"):
-        Path(storage[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-    study = optuna.create_study(study_name=study_keys.get("study_name", "fxai"), storage=storage,
-                                direction=study_keys.get("direction", "maximize"), load_if_exists=True,
-                                pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=2))
+    study = open_study(study_keys.get("storage"), study_keys.get("study_name", "fxai"),
+                       direction=study_keys.get("direction", "maximize"), heartbeat=False)  # ask/tell: no beats
     ctx.extras["optuna_study"] = study
     ctx.extras["optuna_trial"] = options["trial"] = study.ask()
     return options
