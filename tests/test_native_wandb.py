@@ -21,7 +21,22 @@ from legacy_callbacks import WandbCallback
 from conftest import tiny
 
 
-def read_history(run_dir) -> list[dict]:
+def read_history(run_dir, settle_seconds: float = 20.0) -> list[dict]:
+    """The ``history`` records of an offline run's ``run-*.wandb`` file, read once wandb-core has written
+    them: ``run.finish()`` can return before the file holds the run's records, so read until two reads
+    a moment apart agree (at most ``settle_seconds``)."""
+    import time
+
+    deadline, previous = time.monotonic() + settle_seconds, None
+    while True:
+        records = _parse_history(run_dir)
+        if (records and records == previous) or time.monotonic() > deadline:
+            return records
+        previous = records
+        time.sleep(0.5)
+
+
+def _parse_history(run_dir) -> list[dict]:
     """The ``history`` records of an offline run's ``run-*.wandb`` file (a LevelDB-style log of protobuf records)."""
     from wandb.proto import wandb_internal_pb2 as pb
 

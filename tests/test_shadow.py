@@ -35,7 +35,11 @@ def broken_pair():
 
 def run_shadow(tmp_path, section, *, strict=False, cycles=4):
     built = build_callbacks({"callbacks": section}, run_dir=tmp_path, env={}, shadow_strict=strict)
-    fit(tiny(tmp_path, cycles=cycles), built.callbacks, logger=built.loggers or False)
+    try:
+        fit(tiny(tmp_path, cycles=cycles), built.callbacks, logger=built.loggers or False)
+    finally:
+        for logger in built.loggers:  # a WandbLogger leaves its run open for the next test in this process
+            logger.experiment.finish()
     return built
 
 
