@@ -39,7 +39,6 @@ speak it: build an ``RLEventBus(trainer, module)`` in ``on_train_start`` and emi
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path

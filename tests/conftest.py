@@ -100,3 +100,20 @@ def first_difference(trace_a, trace_b, tol=1e-6):
         i = min(len(trace_a), len(trace_b))
         return i, trace_a[i:i + 1], trace_b[i:i + 1]
     return None
+
+
+@pytest.fixture
+def broken_pair():
+    """A registered pair whose native port is deliberately broken (an off-by-one window): a seeded fault."""
+    from fxai_compat.callbacks.metrics import MetricsCallback as NativeMetrics
+    from fxai_compat.toggle import REGISTRY, register_port
+    from legacy_callbacks import MetricsCallback
+
+    class WrongWindowMetrics(NativeMetrics):
+        def __init__(self, window_size: int = 100):
+            super().__init__(window_size=window_size + 1)
+
+    register_port("metrics_broken", MetricsCallback, WrongWindowMetrics,
+                  observables={"window_stats": (lambda cb: cb.window_stats(), lambda cb: cb.window_stats())})
+    yield REGISTRY["metrics_broken"]
+    REGISTRY.pop("metrics_broken")

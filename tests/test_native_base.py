@@ -7,7 +7,6 @@ import importlib
 
 import pytest
 import pytorch_lightning as pl
-import torch
 
 import fxai_compat.callbacks as native
 from fxai_compat import RL_HOOKS, RLEventBus

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import pytorch_lightning as pl
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from fxai_compat import fit

@@ -11,11 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from fxai_compat.callbacks.metrics import MetricsCallback as NativeMetrics
 from fxai_compat.cli import main
 from fxai_compat.parity.report import TABLE_COLUMNS, observable_series
-from fxai_compat.toggle import REGISTRY, register_port
-from legacy_callbacks import MetricsCallback
 
 DEMO = Path(__file__).resolve().parent.parent / "examples" / "demo.yaml"
 BUILTIN = ["metrics", "checkpoint", "wandb", "evaluation", "continuous_training", "optuna"]
@@ -102,19 +99,6 @@ def test_out_writes_non_trivial_plots(demo_run):
     assert list((folder / "work" / "wandb").rglob("offline-run-*"))
 
 
-class WrongWindowMetrics(NativeMetrics):
-    """A seeded fault: a native port with an off-by-one window."""
-
-    def __init__(self, window_size: int = 100):
-        super().__init__(window_size=window_size + 1)
-
-
-@pytest.fixture
-def broken_pair():
-    register_port("metrics_broken", MetricsCallback, WrongWindowMetrics,
-                  observables={"window_stats": (lambda cb: cb.window_stats(), lambda cb: cb.window_stats())})
-    yield
-    REGISTRY.pop("metrics_broken")
 
 
 def test_a_broken_port_fails_the_command_with_the_divergence_in_its_row(broken_pair, capsys, tmp_path):

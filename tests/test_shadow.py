@@ -13,24 +13,11 @@ from fxai_compat.callbacks.metrics import MetricsCallback as NativeMetrics
 from fxai_compat.parity import check_port_parity, parity_config
 from fxai_compat.shadow import ShadowMismatchError
 from fxai_compat.toggle import REGISTRY, build_callbacks, register_port
-from legacy_callbacks import BaseCallback, MetricsCallback
+from legacy_callbacks import BaseCallback
 
 from conftest import tiny
 
 
-class WrongWindowMetrics(NativeMetrics):
-    """A deliberately broken port: off-by-one window."""
-
-    def __init__(self, window_size: int = 100):
-        super().__init__(window_size=window_size + 1)
-
-
-@pytest.fixture
-def broken_pair():
-    register_port("metrics_broken", MetricsCallback, WrongWindowMetrics,
-                  observables={"window_stats": (lambda cb: cb.window_stats(), lambda cb: cb.window_stats())})
-    yield REGISTRY["metrics_broken"]
-    REGISTRY.pop("metrics_broken")
 
 
 def run_shadow(tmp_path, section, *, strict=False, cycles=4):
