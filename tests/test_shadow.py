@@ -108,3 +108,16 @@ def test_port_parity_reports_an_off_by_one_window(tmp_path, broken_pair):
                                options={"window_size": 2})
     assert not result.ok
     assert "window_stats" in result.diff and "cycle" in result.diff
+
+
+def test_continuous_training_in_shadow_mode_keeps_the_controls_copies_apart(tmp_path):
+    built = run_shadow(tmp_path, {"continuous_training": {"checkpoint_dir": str(tmp_path / "versions"),
+                                                          "impl": "shadow"}})
+    real = sorted(os.listdir(tmp_path / "versions"))
+    control = sorted(os.listdir(tmp_path / "shadow" / "continuous_training" / "checkpoint_dir"))
+    assert any(name.startswith("version_") for name in real)  # the native port's session checkpoints
+    # The legacy control copied every checkpoint written in the run (4 native session saves + 2 periodic),
+    # into the shadow directory only.
+    assert control == [f"version_{n:04d}.ckpt" for n in range(1, 7)]
+    assert built.legacy["continuous_training"].resumed_from is None
+    assert built.monitor.mismatches == 0
