@@ -57,10 +57,10 @@ def load_run_config(path: str | None, overrides: list[str] = ()) -> RunConfig:
     if unknown:
         raise ConfigError(f"Unknown section(s) in {source}: {', '.join(map(str, unknown))}. "
                           f"Valid sections are: {', '.join(_SECTIONS)}.")
-    sections = {name: dict(data.get(name) or {}) for name in _SECTIONS}
-    for name in _SECTIONS:
+    for name in _SECTIONS:  # checked before copying: dict() of a list would fail with a traceback
         if not isinstance(data.get(name) or {}, Mapping):
-            raise ConfigError(f"Section {name!r} of {source} must be a mapping.")
+            raise ConfigError(f"Section {name!r} of {source} must be a mapping, got {type(data.get(name)).__name__}.")
+    sections = {name: dict(data.get(name) or {}) for name in _SECTIONS}
     for path_keys, value in _parse_set(list(overrides)):
         target = sections[path_keys[0]]
         for key in path_keys[1:-1]:

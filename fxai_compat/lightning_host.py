@@ -53,7 +53,7 @@ from pytorch_lightning.strategies import DDPStrategy
 
 from .checkpoints import RL_STATE_KEY, write_atomic
 from .config import TrainConfig
-from .ppo import RL_EVENTS, PPOCore
+from .ppo import EVAL_KEYS, RL_EVENTS, PPOCore
 
 __all__ = ["PPOLightningModule", "RLDataModule", "RLEventBus", "RL_HOOKS", "NotifyingCheckpointIO",
            "CycleCheckpoint", "RLDDPStrategy", "fit", "build_trainer", "LOGGED_METRICS"]
@@ -77,8 +77,7 @@ LOGGED_METRICS = {
     "eval_episode_reward_mean": "val/episode_reward_mean",
     "eval_win_rate": "val/win_rate",
 }
-_EVAL_LOGGED = {"episode_reward_mean": "val/episode_reward_mean", "episode_reward_std": "val/episode_reward_std",
-                "episode_length_mean": "val/episode_length_mean", "win_rate": "val/win_rate"}
+_EVAL_LOGGED = {key: f"val/{key}" for key in EVAL_KEYS if key != "episodes"}
 
 
 def rl_noop(func):

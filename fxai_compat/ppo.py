@@ -41,14 +41,6 @@ class EventSink(Protocol):
     def emit(self, event: str, payload: Any) -> None: ...
 
 
-class _NoSink:
-    def wants(self, event: str) -> bool:
-        return False
-
-    def emit(self, event: str, payload: Any) -> None:  # pragma: no cover - never called
-        pass
-
-
 def _layer(n_in: int, n_out: int, std: float) -> nn.Linear:
     layer = nn.Linear(n_in, n_out)
     nn.init.orthogonal_(layer.weight, std)

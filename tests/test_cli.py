@@ -58,6 +58,10 @@ def test_unreadable_and_malformed_yaml(tmp_path, capsys):
     bad.write_text("train: [unclosed\n")
     assert main(["train", "--config", str(bad)]) == 2
     assert "not valid YAML" in capsys.readouterr().err
+    bad.write_text("train: [1, 2]\n")
+    assert main(["train", "--config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "Section 'train'" in err and "must be a mapping" in err and len(err.strip().splitlines()) == 1
 
 
 def test_console_script_help_and_bad_flag():
