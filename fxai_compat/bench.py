@@ -1,8 +1,9 @@
 """``python -m fxai_compat.bench``: what moving to Lightning costs, as ratios measured side by side.
 
-Every variant runs the demo config's PPO work (FX env) for a fixed number of cycles. Runs are
-interleaved (A B A B ...) after a warm-up, because this machine is noisy: each ratio is computed
-from runs measured next to each other, and reported as a median with its min-max range. Peak
+Every variant runs the demo config's PPO work (``examples/demo.yaml``: FX env, its evaluation and
+checkpoint cadences, its six callbacks' options) for a fixed number of cycles. Runs are interleaved
+(A B A B ..., reversed every other round) after a warm-up, because this machine is noisy: each ratio
+is computed from runs measured next to each other, and reported as a median with its min-max range. Peak
 memory is measured in fresh subprocesses (peak RSS only grows within a process).
 
     make bench                       # the full table, written to bench/results.json
@@ -38,30 +39,44 @@ RATIOS = {
 TARGETS = {"host": 1.10, "adapter": 1.10, "dispatch": 1.05, "native": 1.00, "memory": 1.10}
 
 
-def _config(cycles: int, workdir: Path):
+_DEMO = Path(__file__).resolve().parent.parent / "examples" / "demo.yaml"
+
+
+def _demo():
+    """The demo run config, ``examples/demo.yaml`` of the source tree (the benchmark measures its work)."""
     from .cli import load_run_config
 
-    demo = Path(__file__).resolve().parent.parent / "examples" / "demo.yaml"
-    base = load_run_config(str(demo)).train if demo.exists() else None
-    from .config import TrainConfig
+    if not _DEMO.exists():
+        raise FileNotFoundError(f"The benchmark runs the demo config {_DEMO}, which is not there: run it from a "
+                                f"checkout of the project (pip install -e .), not from an installed wheel.")
+    return load_run_config(str(_DEMO))
 
-    base = base or TrainConfig(n_envs=4, n_steps=256, minibatch_size=256, episode_length=128)
-    return base.replace(cycles=cycles, eval_every=max(1, cycles // 2), checkpoint_every=max(1, cycles // 2),
-                        checkpoint_dir=str(workdir / "checkpoints"))
+
+def _config(cycles: int, workdir: Path):
+    """The demo's training config (its evaluation and checkpoint cadences too), for ``cycles`` cycles."""
+    return _demo().train.replace(cycles=cycles, checkpoint_dir=str(workdir / "checkpoints"))
+
+
+def _callback_options(workdir: Path) -> dict[str, dict[str, Any]]:
+    """The demo's six callback sections with the benchmark's places: files under ``workdir``, W&B disabled
+    (no service process competing for the two cores), an in-memory Optuna trial that never prunes."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    demo = {name: {k: v for k, v in (options or {}).items() if k != "impl"} for name, options in _demo().callbacks.items()}
+    trial = optuna.create_study(direction="maximize", pruner=optuna.pruners.NopPruner()).ask()
+    return {"metrics": {**demo.get("metrics", {})},
+            "checkpoint": {**demo.get("checkpoint", {}), "save_dir": str(workdir / "best")},
+            "wandb": {"project": "fxai-bench", "mode": "disabled"},
+            "evaluation": {**demo.get("evaluation", {})},
+            "continuous_training": {**demo.get("continuous_training", {}), "checkpoint_dir": str(workdir / "versions")},
+            "optuna": {"trial": trial}}
 
 
 def _six_legacy(workdir: Path) -> list[Any]:
-    import optuna
+    from legacy_callbacks import create_callbacks
 
-    from legacy_callbacks import (CheckpointCallback, ContinuousTrainingCallback, EvaluationCallback,
-                                  MetricsCallback, OptunaCallback, WandbCallback)
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    trial = optuna.create_study(direction="maximize", pruner=optuna.pruners.NopPruner()).ask()
-    return [MetricsCallback(window_size=50), CheckpointCallback(save_dir=str(workdir / "best"), save_freq=5),
-            WandbCallback(project="fxai-bench", mode="disabled"), EvaluationCallback(),
-            ContinuousTrainingCallback(checkpoint_dir=str(workdir / "versions"), keep_versions=2),
-            OptunaCallback(trial)]
+    return create_callbacks(_callback_options(workdir))
 
 
 def _sixteen_empty() -> list[Any]:
@@ -79,12 +94,10 @@ def _sixteen_empty() -> list[Any]:
 
 
 def _six_native(workdir: Path):
-    """The six native ports (a ``BuiltCallbacks``), if the toggle registry has them; None otherwise."""
-    try:
-        from .toggle import native_bench_callbacks
-    except ImportError:
-        return None
-    return native_bench_callbacks(workdir)
+    """The same six sections as native ports (a ``BuiltCallbacks``: callbacks and the W&B port's logger)."""
+    from .toggle import build_callbacks
+
+    return build_callbacks({"callbacks": _callback_options(workdir)}, {"all": "native"}, env={}, run_dir=workdir)
 
 
 def _run_variant(name: str, cycles: int, workdir: Path) -> float | None:
@@ -116,8 +129,6 @@ def _run_variant(name: str, cycles: int, workdir: Path) -> float | None:
         fit(cfg, callbacks, **quiet)
     elif name == "fit_six_native":
         built = _six_native(workdir)
-        if built is None:
-            return None
         start = time.perf_counter()
         fit(cfg, built.callbacks, **{**quiet, "logger": built.loggers or False})
     else:
@@ -167,7 +178,7 @@ def _peak_rss_mb(variant: str, cycles: int) -> float:
     return float(out.stdout.strip().splitlines()[-1])
 
 
-def run_benchmark(cycles: int = 10, repeats: int = 5, memory_cycles: int | None = None, *,
+def run_benchmark(cycles: int = 20, repeats: int = 7, memory_cycles: int | None = None, *,
                   variants: list[str] | None = None, workdir: Path | None = None,
                   log: Callable[[str], None] = print) -> dict[str, Any]:
     """Measure every variant interleaved; returns the results dict written to ``bench/results.json``."""
@@ -182,16 +193,15 @@ def run_benchmark(cycles: int = 10, repeats: int = 5, memory_cycles: int | None 
                          "fit_six_native"]
     root = Path(workdir or tempfile.mkdtemp(prefix="fxai-bench-"))
     times: dict[str, list[float]] = {n: [] for n in names}
-    available = set(names)
     log(f"warm-up ({cycles} cycles per run)...")
     for name in names:
-        if _run_variant(name, cycles, root / "warmup" / name) is None:
-            available.discard(name)
+        _run_variant(name, cycles, root / "warmup" / name)
     for rep in range(repeats):
-        for name in names:  # interleaved: every variant once per round
-            if name in available:
-                times[name].append(_run_variant(name, cycles, root / f"r{rep}" / name))
-        log(f"round {rep + 1}/{repeats}: " + ", ".join(f"{n} {times[n][-1]:.2f}s" for n in names if n in available))
+        # Every variant once per round, in reverse order every other round: a machine that drifts (slows
+        # down or speeds up over minutes) then favours no variant.
+        for name in (names if rep % 2 == 0 else names[::-1]):
+            times[name].append(_run_variant(name, cycles, root / f"r{rep}" / name))
+        log(f"round {rep + 1}/{repeats}: " + ", ".join(f"{n} {times[n][-1]:.2f}s" for n in names))
     cfg = _config(cycles, root)
     steps = cycles * cfg.rollout_size
     variants_out = {n: {"seconds_median": statistics.median(t), "seconds_min": min(t), "seconds_max": max(t),
@@ -209,7 +219,7 @@ def run_benchmark(cycles: int = 10, repeats: int = 5, memory_cycles: int | None 
                              "note": f"variant {num if not times.get(num) else den} not available"}
     memory: dict[str, Any] = {}
     if memory_cycles:
-        for name in ("legacy_six", "fit_six_adapted") + (("fit_six_native",) if "fit_six_native" in available else ()):
+        for name in ("legacy_six", "fit_six_adapted", "fit_six_native"):
             base = _peak_rss_mb(name, memory_cycles)
             long = _peak_rss_mb(name, memory_cycles * 10)
             memory[name] = {"base_mb": base, "long_mb": long, "ratio": long / base, "target": TARGETS["memory"],
@@ -285,9 +295,11 @@ def learning_check(config_path: str = "examples/cartpole.yaml", log: Callable[[s
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fxai_compat.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 cycles, 1 round, no memory runs")
-    parser.add_argument("--cycles", type=int, default=10)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--memory-cycles", type=int, default=10, help="cycles of the base memory run (0: skip)")
+    parser.add_argument("--cycles", type=int, default=20,
+                        help="cycles per run (default 20: the demo's evaluations and checkpoints fall due twice)")
+    parser.add_argument("--repeats", type=int, default=7, help="interleaved rounds (default 7)")
+    parser.add_argument("--memory-cycles", type=int, default=None,
+                        help="cycles of the base memory run, the long one does 10x (default: --cycles; 0: skip)")
     parser.add_argument("--out", default="bench/results.json")
     parser.add_argument("--learning", action="store_true",
                         help="instead: the CartPole learning check (examples/cartpole.yaml) under both hosts")
@@ -299,6 +311,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if ok else 1
     if args.quick:
         args.cycles, args.repeats, args.memory_cycles = 2, 1, 0
+    if args.memory_cycles is None:
+        args.memory_cycles = args.cycles
     if args.cycles <= 0 or args.repeats <= 0 or args.memory_cycles < 0:
         parser.error("--cycles and --repeats must be positive, --memory-cycles >= 0")
     results = run_benchmark(args.cycles, args.repeats, args.memory_cycles)

@@ -26,7 +26,7 @@ from typing import Any
 from .config import ConfigError
 
 __all__ = ["IMPLS", "Observable", "PortPair", "REGISTRY", "register_port", "resolve_impls", "parse_impl_overrides",
-           "validate_callbacks", "build_callbacks", "BuiltCallbacks", "ENV_VAR", "native_bench_callbacks"]
+           "validate_callbacks", "build_callbacks", "BuiltCallbacks", "ENV_VAR"]
 
 IMPLS = ("legacy", "native", "shadow")
 ENV_VAR = "FXAI_CALLBACK_IMPL"
@@ -349,20 +349,6 @@ def _build(pair: PortPair, side: str, factory: Callable[..., Any], options: Mapp
         what = getattr(factory, "__name__", type(factory).__name__)
         what = f"{pair.name} port" if what.startswith("_") else what  # not a private factory's name
         raise ConfigError(f"callbacks.{pair.name}: cannot build the {side} {what}: {exc}".rstrip(".") + ".") from None
-
-
-def native_bench_callbacks(workdir: Path) -> BuiltCallbacks | None:
-    """The six native ports (and the W&B port's logger) with the benchmark's options (None while any is missing)."""
-    if any(REGISTRY.get(n) is None or REGISTRY[n].native_factory() is None for n in BUILTIN_PORTS):
-        return None
-    import optuna
-
-    trial = optuna.create_study(direction="maximize", pruner=optuna.pruners.NopPruner()).ask()
-    section = {"metrics": {"window_size": 50}, "checkpoint": {"save_dir": str(workdir / "best"), "save_freq": 5},
-               "wandb": {"project": "fxai-bench", "mode": "disabled"}, "evaluation": {},
-               "continuous_training": {"checkpoint_dir": str(workdir / "versions"), "keep_versions": 2},
-               "optuna": {"trial": trial}}
-    return build_callbacks({"callbacks": section}, {"all": "native"}, env={}, run_dir=workdir)
 
 
 # -- the six built-in pairs --------------------------------------------------------------------------

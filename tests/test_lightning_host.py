@@ -605,3 +605,36 @@ def test_hook_interleaving_is_the_documented_one(tmp_path):
     fit(longer, [HookRecorder(records), LegacyCallbackAdapter(LegacyEventLog(records))], logger=False,
         ckpt_path=str(Path(cfg.checkpoint_dir) / checkpoint_filename(2)))
     assert_same_sequence(records, expected_interleaving(longer, sanity=False, resumed_after=3))
+
+
+def test_rl_checkpoints_see_what_model_checkpoint_sees_and_stay_idle_between_due_cycles(tmp_path):
+    from fxai_compat.lightning_host import CycleCheckpoint
+
+    class Probe(CycleCheckpoint):
+        """Records, on each cycle, the values Lightning's own ModelCheckpoint would gather and ours."""
+
+        def __init__(self, *args):
+            super().__init__(*args)
+            self.compared, self.saved_cycles = 0, []
+
+        def on_train_epoch_end(self, trainer, pl_module):
+            theirs = ModelCheckpoint._monitor_candidates(self, trainer)
+            ours = self._monitor_candidates(trainer)
+            assert ours.pop("cycle").item() == pl_module.core.cycle
+            assert set(ours) == set(theirs) and len(ours) > 10
+            for name, value in theirs.items():
+                assert torch.equal(ours[name], value) and ours[name].dtype == value.dtype, name
+                assert ours[name] is not trainer.callback_metrics.get(name)  # copies, as ModelCheckpoint's
+            self.compared += 1
+            super().on_train_epoch_end(trainer, pl_module)
+
+        def _save_checkpoint(self, trainer, filepath):
+            self.saved_cycles.append(trainer.lightning_module.core.cycle)
+            super()._save_checkpoint(trainer, filepath)
+
+    cfg = tiny(tmp_path, cycles=5, checkpoint_every=2)
+    probe = Probe(cfg.checkpoint_dir, cfg.checkpoint_every)
+    fit(cfg, [probe])
+    assert probe.compared == 5 and probe.saved_cycles == [1, 3]
+    assert sorted(os.listdir(cfg.checkpoint_dir)) == ["cycle-0001.ckpt", "cycle-0003.ckpt", "last.ckpt"]
+    assert os.path.realpath(Path(cfg.checkpoint_dir) / "last.ckpt") == str(Path(cfg.checkpoint_dir) / "cycle-0003.ckpt")

@@ -101,3 +101,23 @@ def test_planned_arguments_are_refused_and_options_validated(tmp_path):
         continue_training(tiny(tmp_path), max_epochs=10)
     with pytest.raises(ValueError, match="keep_versions must be None \\(keep all\\) or a positive int; got 0"):
         ContinuousTrainingCallback(tmp_path, keep_versions=0)
+
+
+@pytest.mark.parametrize("checkpoint_every, every_n_cycles, saved_after", [
+    (2, None, [1, 3]),  # default: when the run's periodic checkpoints are due, as the legacy callback copies
+    (0, None, [3]),     # no periodic checkpoints: the final state only
+    (2, 1, [0, 1, 2, 3]),
+])
+def test_save_cadence_follows_the_runs_checkpoints_by_default(tmp_path, checkpoint_every, every_n_cycles, saved_after):
+    from fxai_compat import NotifyingCheckpointIO
+
+    cfg = tiny(tmp_path, cycles=4, eval_every=0, checkpoint_every=checkpoint_every)
+    keeper = ContinuousTrainingCallback(tmp_path / "versions", every_n_cycles=every_n_cycles)
+    io, written = NotifyingCheckpointIO(), []
+    io.listeners.append(lambda path: written.append(
+        (os.path.basename(path), read_version_info(path)["cycles_done"] - 1)))
+    fit(cfg, [keeper], plugins=[io])
+    assert [cycle for name, cycle in written if name.startswith("version_")] == saved_after
+    assert read_version_info(tmp_path / "versions" / "last.ckpt")["cycles_done"] == 4
+    with pytest.raises(ValueError, match="every_n_cycles must be None \\(the run's checkpoint_every\\) or a positive"):
+        ContinuousTrainingCallback(tmp_path, every_n_cycles=0)

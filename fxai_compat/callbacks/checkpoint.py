@@ -47,7 +47,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 
-from ..lightning_host import LOGGED_METRICS
+from ..lightning_host import LOGGED_METRICS, RLModelCheckpoint
 from .base import MissingMetricError, legacy_metric_hint
 
 __all__ = ["RLCheckpointCallback", "create_checkpoint_callback", "RL_CHECKPOINT_KEY", "refuse_shared_last_checkpoint"]
@@ -56,7 +56,7 @@ __all__ = ["RLCheckpointCallback", "create_checkpoint_callback", "RL_CHECKPOINT_
 RL_CHECKPOINT_KEY = "fxai_rl_checkpoint"
 
 
-class RLCheckpointCallback(ModelCheckpoint):
+class RLCheckpointCallback(RLModelCheckpoint):
     """``ModelCheckpoint`` keeping the best cycle (exact comparison, NaN skipped), periodic saves and RL state.
 
     Args:
@@ -115,11 +115,8 @@ class RLCheckpointCallback(ModelCheckpoint):
 
     # -- which value, which cycle ---------------------------------------------------------------
     def _monitor_candidates(self, trainer: "pl.Trainer") -> dict[str, torch.Tensor]:
-        candidates = super()._monitor_candidates(trainer)
-        module = trainer.lightning_module
-        core = getattr(module, "core", None)
-        candidates["cycle"] = torch.tensor(core.cycle if core is not None else trainer.current_epoch)
-        exact = getattr(module, "exact_logged", None)
+        candidates = super()._monitor_candidates(trainer)  # with ``cycle``
+        exact = getattr(trainer.lightning_module, "exact_logged", None)
         self._stale_monitor = False
         if self.monitor is not None and exact:
             if self.monitor in exact:
@@ -229,15 +226,20 @@ def _outside_braces(template: str) -> str:
 
 
 def _rng_state() -> dict[str, Any]:
-    """Global RNG states as tensors and plain Python values, so ``weights_only`` loading accepts them."""
+    """Global RNG states as tensors and plain Python values, so ``weights_only`` loading accepts them.
+
+    Python's state (625 ints) is one tensor too: pickled as 625 objects it made a quarter of a checkpoint's
+    pickling work."""
     kind, keys, pos, has_gauss, cached = np.random.get_state()
-    return {"python": random.getstate(), "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos),
-                                                   int(has_gauss), float(cached)],
+    version, internal, gauss = random.getstate()
+    return {"python": [version, torch.tensor(internal, dtype=torch.int64), gauss],
+            "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
             "torch": torch.get_rng_state()}
 
 
 def _set_rng_state(state: Mapping[str, Any]) -> None:
     version, internal, gauss = state["python"]
+    internal = internal.tolist() if isinstance(internal, torch.Tensor) else internal  # tuples: older checkpoints
     random.setstate((version, tuple(internal), gauss))
     kind, keys, pos, has_gauss, cached = state["numpy"]
     np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))

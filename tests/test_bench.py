@@ -1,0 +1,36 @@
+"""The benchmark's smoke run: it runs every variant and writes a complete results file (no timing is checked)."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+from fxai_compat.bench import RATIOS, TARGETS
+
+
+def test_quick_run_writes_every_ratio_and_variant(tmp_path):
+    out = tmp_path / "results.json"
+    done = subprocess.run([sys.executable, "-m", "fxai_compat.bench", "--quick", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads(out.read_text())
+    variants = {name for pair in RATIOS.values() for name in pair}
+    assert set(results["variants"]) == variants
+    for info in results["variants"].values():
+        assert len(info["runs"]) == 1 and info["seconds_median"] > 0 and info["env_steps_per_second"] > 0
+    assert set(results["ratios"]) == set(RATIOS)
+    for name, info in results["ratios"].items():
+        assert info["target"] == TARGETS[name] and math.isfinite(info["median"]) and info["median"] > 0
+        assert info["meets_target"] == (info["median"] <= info["target"])
+    assert results["memory"] == {}  # --quick skips the memory runs
+    assert all(math.isfinite(v) for v in results["dispatch_cost"].values())
+    assert "| native |" in done.stdout and f"written: {out}" in done.stdout
+
+
+def test_bad_arguments_are_refused_in_one_line(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "fxai_compat.bench", "--cycles", "0", "--out", str(tmp_path / "r.json")],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "--cycles and --repeats must be positive" in done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "r.json").exists()
