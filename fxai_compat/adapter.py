@@ -14,12 +14,19 @@ on the other 14.
 Several adapters on one trainer behave like the callbacks of one legacy trainer: they share the
 ``TrainingContext`` and the stop flag, and ``trainer.load_checkpoint`` / ``save_checkpoint`` notify
 all of them.
+
+Under DDP, a control-flow exception from a legacy callback (``optuna.TrialPruned``; see
+``LegacyCallbackAdapter._defers``) is held until the cycle's end, where every rank stops together; it then
+leaves ``fit`` on the rank that raised it and on every rank that runs legacy callbacks (rank 0, and all ranks
+with ``ranks="all"``), while a rank without legacy callbacks returns normally. No rank is left in a collective.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import os
+import pickle
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
@@ -29,6 +36,7 @@ from pytorch_lightning.callbacks import Callback
 
 from legacy_callbacks import ON_ERROR_POLICIES, CallbackManager, TrainingContext
 from legacy_callbacks.base import EVENTS
+from legacy_callbacks.callback_manager import _is_control_flow
 
 from . import lightning_host
 from .checkpoints import load_weights_only, read_training_checkpoint
@@ -38,6 +46,8 @@ from .lightning_host import LOGGED_METRICS, RL_HOOKS, NotifyingCheckpointIO
 from .ppo import RL_EVENTS
 
 __all__ = ["LegacyCallbackAdapter", "LightningTrainerView", "wrap", "SUPPORTED_HOOKS", "AdapterConfigError"]
+
+log = logging.getLogger("fxai_compat.adapter")
 
 #: Checkpoint key of every rank's RL state in a DDP checkpoint (None with a host that writes none).
 RL_RANK_STATES_KEY = getattr(lightning_host, "RL_RANK_STATES_KEY", None)
@@ -104,6 +114,16 @@ class _SharedRunState:
         #: Under DDP: True while on_training_start runs, and the files rank 0 loaded then (every rank loads them).
         self.starting = False
         self.loaded_at_start: list[str] = []
+        #: Under DDP: the control-flow exception (``optuna.TrialPruned`` ...) a legacy callback raised on this
+        #: rank, held until every rank has agreed to stop (see ``LegacyCallbackAdapter._defer``).
+        self.deferred: BaseException | None = None
+        #: Under DDP: True once the ranks have agreed that a deferred exception ends the run; then what this
+        #: rank raises at the end of fit (its own exception, a copy of another rank's, or None).
+        self.ended = False
+        self.to_raise: BaseException | None = None
+        #: > 0 while a legacy callback's trainer.load_checkpoint / save_checkpoint notifies the adapters
+        #: (an exception there belongs to the calling callback's event, which defers it).
+        self.nested = 0
 
     def stop_requested(self) -> bool:
         return self.stop or self.returned_stop is not None
@@ -180,7 +200,12 @@ class LightningTrainerView:
         """
         trainer = self._trainer
         checkpoint = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)
-        NotifyingCheckpointIO.of(trainer).save_checkpoint(checkpoint, str(path))
+        shared = _shared_state(trainer)
+        shared.nested += 1
+        try:
+            NotifyingCheckpointIO.of(trainer).save_checkpoint(checkpoint, str(path))
+        finally:
+            shared.nested -= 1
         return str(path)
 
     def load_checkpoint(self, path: str | os.PathLike) -> None:
@@ -202,9 +227,14 @@ class LightningTrainerView:
         _restore_training_state(trainer, self._module, str(path))
         # Every legacy callback of the trainer hears about it (the legacy trainer fires to all of them),
         # not only those wrapped by the adapter whose callback called load_checkpoint.
-        for adapter in _adapters_of(self._trainer):
-            if adapter._trainer is self._trainer:
-                adapter._fire("on_checkpoint_loaded", "load_checkpoint", checkpoint_path=str(path))
+        shared = _shared_state(trainer)
+        shared.nested += 1
+        try:
+            for adapter in _adapters_of(self._trainer):
+                if adapter._trainer is self._trainer:
+                    adapter._fire("on_checkpoint_loaded", "load_checkpoint", checkpoint_path=str(path))
+        finally:
+            shared.nested -= 1
 
     def __repr__(self) -> str:
         return f"<LightningTrainerView cycle={self.cycle} total_timesteps={self.total_timesteps}>"
@@ -405,6 +435,10 @@ class LegacyCallbackAdapter(Callback):
         try:
             if self.manager.fire(event, trainer=self._view, **payload):
                 shared.returned_stop = (event, self._position)
+        except BaseException as exc:
+            if not self._defers(exc):
+                raise
+            self._defer(exc)
         finally:
             self._hook = previous
 
@@ -487,11 +521,82 @@ class LegacyCallbackAdapter(Callback):
                 fire(event, hook, **{name: _fresh(payload)})  # the general path settles a pending stop
                 return
             previous, self._hook = self._hook, hook
-            if manager_fire(event, trainer=self._view, **{name: _fresh(payload)}):
+            try:
+                stop = manager_fire(event, trainer=self._view, **{name: _fresh(payload)})
+            except BaseException as exc:  # free in CPython 3.11+ while nothing is raised
+                self._hook = previous
+                if not self._defers(exc):
+                    raise
+                self._defer(exc)
+                return
+            if stop:
                 shared.returned_stop = (event, self._position)
             self._hook = previous
 
         return fast_handler
+
+    # -- control-flow exceptions under DDP ---------------------------------------------------------
+    # A legacy callback that raises optuna.TrialPruned (or another exception the legacy manager always lets
+    # through, see legacy_callbacks.callback_manager._is_control_flow) ends the run. In one process the
+    # adapter lets it propagate at once, as the legacy loop does. Under DDP that would leave the other ranks
+    # waiting in the next collective (gradient all-reduce, gather, the epoch-end stop decision) until the
+    # collective timeout: they cannot know. So there the exception is held: the rank's legacy callbacks get
+    # no further events, training goes on in step with the other ranks to the end of the cycle, where the
+    # epoch-end decision (one collective, as before) carries "an exception is pending" too; every rank then
+    # stops (should_stop), and each finishes fit normally up to its last teardown hook, where the exception is
+    # raised out of fit: on the rank(s) that raised it, and on every other rank that runs legacy callbacks (rank 0,
+    # and all ranks with ranks="all") as a copy; a rank without legacy callbacks returns normally. A
+    # KeyboardInterrupt is never held (a Ctrl+C reaches every rank by itself); other exceptions are not
+    # control flow and propagate at once (Lightning's process observer ends the other ranks).
+    def _defers(self, exc: BaseException) -> bool:
+        trainer = self._trainer
+        return (self.steers_training and trainer is not None and trainer.world_size > 1
+                and _is_control_flow(exc) and not isinstance(exc, KeyboardInterrupt)
+                and not _shared_state(trainer).nested)
+
+    def _defer(self, exc: BaseException) -> None:
+        trainer = self._trainer
+        state = _shared_state(trainer)
+        if state.deferred is None:
+            core = getattr(trainer.lightning_module, "core", None)
+            cycle = core.cycle if core is not None else trainer.current_epoch
+            exc.add_note(f"Under DDP ({trainer.world_size} processes) it was held on rank {trainer.global_rank} from "
+                         f"cycle {cycle} until every rank had stopped with it, then raised at the end of fit.")
+            state.deferred = exc
+        for adapter in _adapters_of(trainer):  # like the legacy loop after a raise: no further events
+            if adapter.steers_training:
+                adapter._active = False
+
+    def _sync_end(self, trainer: "pl.Trainer", stop: bool) -> bool:
+        """DDP: every rank's stop request and held exception, in one collective; True if any rank asks to stop.
+
+        Called from the last steering adapter at every epoch end and at the teardown of fit: the same
+        points on every rank. When an exception is held somewhere, the ranks exchange them (once).
+        """
+        import torch
+        import torch.distributed as dist
+
+        state = _shared_state(trainer)
+        flags = torch.tensor([int(stop), int(state.deferred is not None)], device=trainer.strategy.root_device)
+        flags = trainer.strategy.reduce(flags, reduce_op="sum")
+        if int(flags[1]) and not state.ended:
+            state.ended = True
+            gathered: list[Any] = [None] * trainer.world_size
+            dist.all_gather_object(gathered, _portable(state.deferred))
+            rank = trainer.global_rank
+            hosts = any(a.steers_training and (a.ranks == "all" or rank == 0) for a in _adapters_of(trainer))
+            for adapter in _adapters_of(trainer):
+                if adapter.steers_training:
+                    adapter._active = False
+            source = next(r for r, item in enumerate(gathered) if item is not None)
+            if state.deferred is not None:
+                state.to_raise = state.deferred
+            elif hosts:
+                state.to_raise = _restore(gathered[source], source, trainer.world_size)
+            else:
+                log.info("[rank %d] %s held on rank %d ends the run on every rank; this rank runs no legacy "
+                         "callbacks, so its fit returns normally.", rank, gathered[source][1], source)
+        return bool(flags[0]) or bool(flags[1])
 
     # -- distributed delivery --------------------------------------------------------------------
     def _buffer_rl(self, rl_event: str, payload: Any, events: list[str]) -> None:
@@ -632,6 +737,22 @@ class LegacyCallbackAdapter(Callback):
             self.on_rl_rollout_end = self._make_rl_handler("rollout_end", []) if gather else None
 
     def teardown(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
+        self._stop_listening()
+        if stage != "fit" or trainer.world_size == 1:
+            return
+        # The end of fit under DDP: a last decision (an exception held after the last epoch end, e.g. in
+        # on_training_end), then the held exception leaves fit, after every rank's collectives are done.
+        steering = [a for a in _adapters_of(trainer) if a.steers_training]
+        if steering and steering[-1] is self:
+            self._sync_end(trainer, False)
+        if _adapters_of(trainer)[-1] is self:
+            state = _shared_state(trainer)
+            exc = state.to_raise
+            _reset_end(state)
+            if exc is not None:
+                raise exc
+
+    def _stop_listening(self) -> None:
         if self._io is not None and self._on_file_saved in self._io.listeners:
             self._io.listeners.remove(self._on_file_saved)
         self._io = None
@@ -689,9 +810,10 @@ class LegacyCallbackAdapter(Callback):
         if trainer.world_size > 1:
             # should_stop is not synchronized by Lightning: every rank must take the same decision, once
             # per epoch (from the last adapter, after all have dispatched). Any rank's request stops all.
+            # A legacy callback's held exception (see _defers) stops every rank here too.
             if [a for a in _adapters_of(trainer) if a.steers_training][-1] is not self:
                 return
-            stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
+            stop = self._sync_end(trainer, stop)
         if stop:
             trainer.should_stop = True
 
@@ -718,7 +840,8 @@ class LegacyCallbackAdapter(Callback):
         self._dispatch_hook("on_train_batch_end")
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
-        self.teardown(trainer, pl_module, "fit")
+        self._stop_listening()
+        _reset_end(_shared_state(trainer))  # a later fit of this trainer starts with nothing held
 
     def _dispatch_hook(self, hook: str) -> None:
         events = self._by_hook.get(hook)
@@ -767,6 +890,36 @@ _BATCH_HOOKS = ("training_step", "on_train_batch_start", "on_train_batch_end", "
 #: RL events that, under DDP with ranks="zero", are gathered from every rank and delivered by rank 0 at
 #: rollout end; updates are synchronized across ranks, so rank 0 delivers its own live.
 _BATCHED_UNDER_DDP = ("episode_start", "rollout_start", "step_start", "step_end", "episode_end", "rollout_end")
+
+
+def _reset_end(state: _SharedRunState) -> None:
+    state.deferred, state.ended, state.to_raise = None, False, None
+
+
+def _portable(exc: BaseException | None) -> tuple[bytes | None, str] | None:
+    """What a rank sends of its held exception: the pickled exception (notes included) and a description."""
+    if exc is None:
+        return None
+    try:
+        data = pickle.dumps(exc)
+    except Exception:  # pickled here, not inside the collective: a failure must not leave the others waiting
+        data = None
+    return data, f"{type(exc).__name__}({exc})"
+
+
+def _restore(item: tuple[bytes | None, str], rank: int, world_size: int) -> BaseException:
+    """Another rank's held exception, to raise on this one (a RuntimeError naming it if it cannot be rebuilt)."""
+    data, description = item
+    try:
+        exc = pickle.loads(data) if data is not None else None
+    except Exception:
+        exc = None
+    if not isinstance(exc, BaseException):
+        return RuntimeError(f"A legacy callback on rank {rank} of {world_size} raised {description}, which "
+                            f"cannot be sent to this rank; every rank stopped.")
+    exc.add_note(f"Raised by a legacy callback on rank {rank} of {world_size}; re-raised on this rank, which runs "
+                 f"legacy callbacks too, so that every process hosting them sees the run end the same way.")
+    return exc
 
 
 def _fresh(payload: Any) -> Any:
