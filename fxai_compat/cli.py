@@ -182,9 +182,11 @@ def _finish_wandb_runs(built) -> None:
 def _resume_checkpoint(args: argparse.Namespace, run: RunConfig) -> str | None:
     """The checkpoint ``train`` continues from, checked before anything is built or written.
 
-    ``--resume-from PATH``: that file (a full training checkpoint, loaded weights-only). Otherwise, under
-    Lightning and unless ``--fresh``: the ``last.ckpt`` in ``checkpoint_dir`` (written atomically, so never a
-    partial file). A finished run's ``last.ckpt`` is passed too: Lightning restores it and trains no more."""
+    ``--resume-from PATH``: that file (a full training checkpoint, loaded weights-only). Otherwise, unless
+    ``--fresh``: under Lightning the ``last.ckpt`` in ``checkpoint_dir``; under ``--host legacy`` the newest (last
+    written) ``cycle-NNNN.ckpt`` there. Both are written atomically, so never a partial file (a temp file carries
+    another name). A finished run's checkpoint is passed too: the host restores it and trains no more. A run of
+    the other host found there is refused, not resumed across hosts or trained over."""
     from .checkpoints import read_training_checkpoint
 
     explicit = getattr(args, "resume_from", None)
@@ -193,29 +195,66 @@ def _resume_checkpoint(args: argparse.Namespace, run: RunConfig) -> str | None:
             raise ConfigError("--fresh and --resume-from exclude each other: give one.")
         ckpt = read_training_checkpoint(explicit)
         if args.host == "lightning" and ckpt.kind != "lightning":
-            raise CheckpointError(f"{explicit} was written by the legacy loop; --host lightning resumes from a "
-                                  f"Lightning .ckpt (resume this one with --host legacy).")
+            raise CheckpointError(_other_host(explicit, ckpt.kind, "this one"))
         _check_policy_shapes(ckpt, run)
         return str(explicit)
-    if args.host != "lightning" or getattr(args, "fresh", False) or "ckpt_path" in run.trainer:
+    if getattr(args, "fresh", False) or (args.host == "lightning" and "ckpt_path" in run.trainer):
         return None
     continuous = run.callbacks.get("continuous_training")
     if "continuous_training" in run.callbacks and (not isinstance(continuous, Mapping)
                                                    or continuous.get("enabled", True) is not False):
-        return None  # it resumes from its newest complete version by itself, and trains `cycles` more
-    last = Path(run.train.checkpoint_dir) / "last.ckpt"
-    if not last.exists():
-        return None
+        return None  # it resumes from its newest complete version by itself (under either host)
+    ckpt_dir = Path(run.train.checkpoint_dir)
+    if args.host == "lightning":
+        found = ckpt_dir / "last.ckpt"
+        if not found.exists():
+            newest = _newest_checkpoint(ckpt_dir)
+            if newest is not None:  # the legacy loop's run, which Lightning would train over from scratch
+                try:
+                    kind = read_training_checkpoint(newest).kind
+                except CheckpointError:
+                    return None
+                if kind != "lightning":
+                    raise CheckpointError(_other_host(newest, kind, "this run", fresh=True))
+            return None
+    else:
+        found = _newest_checkpoint(ckpt_dir, "last.ckpt")  # a Lightning run's last.ckpt is found, and refused
+        if found is None:
+            return None
     try:
-        ckpt = read_training_checkpoint(last)
+        ckpt = read_training_checkpoint(found)
     except CheckpointError as exc:
         raise CheckpointError(f"{exc} Pass --fresh to start the run over.") from None
-    planned = run.trainer.get("max_epochs", run.train.cycles)
+    if ckpt.kind != ("lightning" if args.host == "lightning" else "legacy"):
+        raise CheckpointError(_other_host(found, ckpt.kind, "this run", fresh=True))
+    planned = run.trainer.get("max_epochs", run.train.cycles) if args.host == "lightning" else run.train.cycles
     if planned is not None and ckpt.run_cycles_done >= planned:
-        print(f"{last}: the run already did {ckpt.run_cycles_done} of {planned} cycles; nothing to train "
+        print(f"{found}: the run already did {ckpt.run_cycles_done} of {planned} cycles; nothing to train "
               f"(--fresh starts over)")
     _check_policy_shapes(ckpt, run)
-    return str(last)
+    return str(found)
+
+
+def _newest_checkpoint(ckpt_dir: Path, *also: str) -> Path | None:
+    """The last written ``cycle-NNNN.ckpt`` (or ``also`` name) in ``ckpt_dir``. By time, not cycle number: after a
+    ``--fresh`` start over, an older run's higher-numbered files are still there."""
+    import re
+
+    if not ckpt_dir.is_dir():
+        return None
+    found = [p for p in ckpt_dir.iterdir() if (re.fullmatch(r"cycle-\d+\.ckpt", p.name) or p.name in also)
+             and p.is_file()]
+    return max(found, key=lambda p: (p.stat().st_mtime_ns, p.name), default=None)
+
+
+def _other_host(path, kind: str, what: str, *, fresh: bool = False) -> str:
+    """The one-line refusal of a checkpoint the other host wrote."""
+    fresh_too = ", or pass --fresh to start over" if fresh else ""
+    if kind == "lightning":
+        return (f"{path} was written by Lightning; --host legacy resumes by itself only from the legacy loop's "
+                f"checkpoints (resume {what} with --host lightning or --resume-from {path}{fresh_too}).")
+    return (f"{path} was written by the legacy loop; --host lightning resumes from a Lightning .ckpt (resume {what} "
+            f"with --host legacy{fresh_too}).")
 
 
 def _check_policy_shapes(ckpt, run: RunConfig) -> None:
@@ -293,7 +332,13 @@ _TUNED = {"lr": (1e-4, 3e-3, True), "ent_coef": (1e-4, 0.05, True), "clip": (0.1
           "gae_lambda": (0.9, 0.99, False)}
 
 
-def open_study(storage: str | None, study: str, *, direction: str = "maximize", heartbeat: bool = True):
+#: Seconds between two heartbeats of a running trial on an RDB storage, and without one before the trial is stale
+#: (failed, then retried once). ``tune --heartbeat-interval/--heartbeat-grace`` change them.
+HEARTBEAT_INTERVAL, HEARTBEAT_GRACE = 10, 30
+
+
+def open_study(storage: str | None, study: str, *, direction: str = "maximize", heartbeat: bool = True,
+               heartbeat_interval: int = HEARTBEAT_INTERVAL, grace_period: int = HEARTBEAT_GRACE):
     """Create or load a study. ``storage``: ``sqlite:///file.db`` or another RDB URL (PostgreSQL/MySQL across
     machines), ``journal:///path/file.log`` (several processes on one machine), or None (in memory).
     RDB storages get heartbeats, and a trial whose worker died is retried (Optuna's stale-trial retry);
@@ -313,7 +358,8 @@ def open_study(storage: str | None, study: str, *, direction: str = "maximize", 
         else:
             if storage.startswith("sqlite:///"):
                 Path(storage[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-            backend = _rdb_storage(storage, heartbeat=heartbeat)
+            backend = _rdb_storage(storage, heartbeat=heartbeat, heartbeat_interval=heartbeat_interval,
+                                   grace_period=grace_period)
         return optuna.create_study(study_name=study, storage=backend, direction=direction, load_if_exists=True,
                                    pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=2))
     except (ImportError, ValueError, OSError) as exc:
@@ -324,10 +370,13 @@ def open_study(storage: str | None, study: str, *, direction: str = "maximize", 
         raise
 
 
-def _rdb_storage(url: str, attempts: int = 5, heartbeat: bool = True):
-    """An RDBStorage with heartbeats. Workers started together on a new SQLite file race to create its tables
-    (one of two got "(sqlite3.OperationalError) table studies already exists" and exited): such a race, or a
-    locked database, is retried after a short pause."""
+def _rdb_storage(url: str, attempts: int = 5, heartbeat: bool = True, heartbeat_interval: int = HEARTBEAT_INTERVAL,
+                 grace_period: int = HEARTBEAT_GRACE):
+    """An RDBStorage with heartbeats: a RUNNING trial without one for ``grace_period`` seconds is failed by the
+    next worker that counts the trials, and retried once (a WAITING copy with the same parameters, which the next
+    ask runs). Workers started together on a new SQLite file race to create its tables (one of two got
+    "(sqlite3.OperationalError) table studies already exists" and exited): such a race, or a locked database, is
+    retried after a short pause."""
     import time
     import warnings
 
@@ -338,10 +387,11 @@ def _rdb_storage(url: str, attempts: int = 5, heartbeat: bool = True):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         if hasattr(optuna.storages, "RetryHeartbeatStaleTrialCallback"):
-            retry = {"heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)}
+            retry = {"heartbeat_stale_trial_callback": _RetryUnlabelled(
+                optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1))}
         else:  # pragma: no cover - optuna < 4.9
-            retry = {"failed_trial_callback": optuna.storages.RetryFailedTrialCallback(max_retry=1)}
-    beats = {"heartbeat_interval": 10, "grace_period": 30, **retry} if heartbeat else {}
+            retry = {"failed_trial_callback": _RetryUnlabelled(optuna.storages.RetryFailedTrialCallback(max_retry=1))}
+    beats = {"heartbeat_interval": heartbeat_interval, "grace_period": grace_period, **retry} if heartbeat else {}
     for attempt in range(attempts):
         try:
             with warnings.catch_warnings():
@@ -358,6 +408,22 @@ def _rdb_storage(url: str, attempts: int = 5, heartbeat: bool = True):
                 raise
             time.sleep(0.2 * (attempt + 1))
     raise AssertionError("unreachable")
+
+
+class _RetryUnlabelled:
+    """Optuna's stale-trial retry, minus the dead worker's label: the WAITING copy inherits the failed trial's
+    user attrs, and another worker counting the trials between the ask that picks the copy up and its relabelling
+    would take it for the dead worker's trial and fail it again."""
+
+    def __init__(self, retry):
+        self.retry = retry
+
+    def __call__(self, study, trial) -> None:
+        import copy
+
+        trial = copy.copy(trial)
+        trial.user_attrs = {k: v for k, v in trial.user_attrs.items() if k != _WORKER_ATTR}
+        self.retry(study, trial)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -402,9 +468,11 @@ def _worker_alive(trial) -> bool:
 
 def _census(study, before: int | None = None) -> tuple[int, int]:
     """(finished, in progress) trials of the study, all workers together; ``before``: only trials numbered lower.
-    Finished = COMPLETE or PRUNED (a FAIL does not count towards --n-trials); in progress = WAITING, or RUNNING
-    in a live worker. A RUNNING trial of a dead worker on this host is marked FAIL (the journal storage has no
-    heartbeats; RDB storages fail stale trials themselves)."""
+    Finished = COMPLETE or PRUNED (a FAIL does not count towards --n-trials); in progress = RUNNING in a live
+    worker, and (``before`` only) WAITING. A WAITING trial (a retry, or an enqueued one) is work the next ask picks
+    up, so the loop's own count leaves it out: counted there, a lone worker stopped with a retry nobody ran.
+    A RUNNING trial of a dead worker on this host is marked FAIL at once; on an RDB storage also one whose
+    heartbeat is stale (any host), and either is retried by the storage's stale-trial callback."""
     import optuna
     from optuna.storages import fail_stale_trials
     from optuna.storages._heartbeat import is_heartbeat_enabled
@@ -423,20 +491,42 @@ def _census(study, before: int | None = None) -> tuple[int, int]:
         if t.state in (states.COMPLETE, states.PRUNED):
             finished += 1
         elif t.state == states.WAITING:
-            running += 1
+            if before is not None:
+                running += 1
         elif t.state == states.RUNNING:
             if _worker_alive(t):
                 running += 1
             else:
-                try:
-                    study._storage.set_trial_state_values(t._trial_id, state=states.FAIL)
-                except Exception:  # another worker got there first
-                    pass
+                _fail_dead_workers_trial(study, t)
     return finished, running
 
 
+def _fail_dead_workers_trial(study, trial) -> None:
+    """Mark FAIL the trial of a worker known dead, then, as Optuna's ``fail_stale_trials`` does for a stale
+    heartbeat, run the storage's stale-trial callback (the retry): the outcome of a crash does not depend on
+    whether the next worker starts before or after the grace period."""
+    import copy
+    import warnings
+
+    import optuna
+    from optuna.storages._heartbeat import is_heartbeat_enabled
+
+    storage = study._storage
+    try:
+        if not storage.set_trial_state_values(trial._trial_id, state=optuna.trial.TrialState.FAIL):
+            return
+    except Exception:  # another worker got there first
+        return
+    if is_heartbeat_enabled(storage) and storage.get_heartbeat_stale_trial_callback() is not None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            storage.get_heartbeat_stale_trial_callback()(study, copy.deepcopy(storage.get_trial(trial._trial_id)))
+
+
 def _run_trial(study, objective, n_trials: int) -> None:
-    """Ask one trial, run it unless it is surplus, tell the outcome (with heartbeats on an RDB storage)."""
+    """Ask one trial, run it unless it is surplus, tell the outcome. On an RDB storage its heartbeats start right
+    after the ask: a worker killed at any later moment leaves a trial that goes stale (Optuna's optimize() has
+    the same window between its ask and its first heartbeat)."""
     import contextlib
     import warnings
 
@@ -446,13 +536,6 @@ def _run_trial(study, objective, n_trials: int) -> None:
     with warnings.catch_warnings():  # "Heartbeat of storage is supposed to be used with Study.optimize": we beat here
         warnings.simplefilter("ignore", UserWarning)
         trial = study.ask()
-    trial.set_user_attr(_WORKER_ATTR, _worker_id())
-    finished, running = _census(study, before=trial.number)
-    if finished + running >= n_trials:
-        trial.set_user_attr(_SURPLUS_ATTR, True)
-        study.tell(trial, state=states.FAIL)
-        print(f"trial {trial.number}: not run: another worker asked for the study's last trial at the same moment")
-        return
     try:
         from optuna.storages._heartbeat import get_heartbeat_thread, is_heartbeat_enabled
 
@@ -461,6 +544,13 @@ def _run_trial(study, objective, n_trials: int) -> None:
     except ImportError:  # pragma: no cover - a future optuna: no heartbeats, dead workers' trials stay RUNNING
         beating = contextlib.nullcontext()
     with beating:
+        trial.set_user_attr(_WORKER_ATTR, _worker_id())
+        finished, running = _census(study, before=trial.number)
+        if finished + running >= n_trials:
+            trial.set_user_attr(_SURPLUS_ATTR, True)
+            study.tell(trial, state=states.FAIL)
+            print(f"trial {trial.number}: not run: another worker asked for the study's last trial at the same moment")
+            return
         try:
             value = objective(trial)
         except optuna.TrialPruned as exc:
@@ -470,7 +560,26 @@ def _run_trial(study, objective, n_trials: int) -> None:
         except BaseException:
             study.tell(trial, state=states.FAIL)
             raise
-    study.tell(trial, value)
+        study.tell(trial, value)
+
+
+def _heartbeat_options(args: argparse.Namespace) -> dict[str, int]:
+    """``--heartbeat-interval``/``--heartbeat-grace``, checked: they exist for RDB storages only."""
+    interval, grace = args.heartbeat_interval, args.heartbeat_grace
+    given = [flag for flag, value in (("--heartbeat-interval", interval), ("--heartbeat-grace", grace))
+             if value is not None]
+    if given and (args.storage is None or args.storage.startswith("journal://")):
+        where = "an in-memory study" if args.storage is None else "the journal storage"
+        raise ConfigError(f"{' and '.join(given)} {'apply' if len(given) > 1 else 'applies'} to an RDB storage "
+                          f"(sqlite:///file.db, postgresql://...); {where} has no heartbeats.")
+    interval = HEARTBEAT_INTERVAL if interval is None else interval
+    grace = HEARTBEAT_GRACE if grace is None else grace
+    if interval <= 0:
+        raise ConfigError(f"--heartbeat-interval must be a positive number of seconds, got {interval}.")
+    if grace <= interval:
+        raise ConfigError(f"--heartbeat-grace ({grace} s) must be longer than --heartbeat-interval ({interval} s): "
+                          f"a live worker's trial would be failed between two of its heartbeats.")
+    return {"heartbeat_interval": interval, "grace_period": grace}
 
 
 def _cmd_tune(args: argparse.Namespace) -> int:
@@ -480,12 +589,13 @@ def _cmd_tune(args: argparse.Namespace) -> int:
 
     if args.n_trials <= 0:
         raise ConfigError(f"--n-trials must be a positive number of trials, got {args.n_trials}.")
+    beats = _heartbeat_options(args)
     run = load_run_config(args.config, args.set)
     # Checked before the study is opened: a config error must not leave a FAIL trial in a shared study.
     if "optuna" not in run.callbacks:
         raise ConfigError(f"{run.source}: tuning needs an optuna entry in the callbacks section (it prunes trials).")
     validate_callbacks(run.callbacks, args.impl)
-    study = open_study(args.storage, args.study)
+    study = open_study(args.storage, args.study, **beats)
     base_dir = Path(run.train.checkpoint_dir).parent / "tune" / args.study
 
     def objective(trial: optuna.Trial) -> float:
@@ -532,7 +642,9 @@ def build_parser() -> argparse.ArgumentParser:
                            description="Train PPO from a run config (sections: train, trainer, callbacks).")
     tune = sub.add_parser("tune", help="an Optuna study over PPO hyperparameters, with pruning",
                           description="Run Optuna trials (lr, ent_coef, clip, gae_lambda) of a run config; several "
-                                      "processes may share one storage. Resumable: finished trials count.")
+                                      "processes may share one storage. Resumable: finished trials count. The trial "
+                                      "of a killed worker is marked FAIL rather than left RUNNING and, on an RDB "
+                                      "storage, retried once with the same parameters.")
     for cmd in (train, tune):
         cmd.add_argument("--config", help="YAML run config (default: built-in defaults)")
         cmd.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -547,12 +659,19 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume-from", metavar="PATH",
                        help="continue from this training checkpoint (loaded weights-only; refused if unsafe or damaged)")
     train.add_argument("--fresh", action="store_true",
-                       help="start over: ignore the last.ckpt of an interrupted run in checkpoint_dir (by default "
-                            "--host lightning resumes from it)")
+                       help="start over: ignore the interrupted run in checkpoint_dir (by default train resumes from "
+                            "its last.ckpt under Lightning, from its newest cycle-NNNN.ckpt under --host legacy)")
     train.set_defaults(func=_cmd_train)
     tune.add_argument("--storage", help="sqlite:///study.db, journal:///study.log or an RDB URL (default: in memory)")
     tune.add_argument("--study", required=True, help="study name (an existing study is continued)")
     tune.add_argument("--n-trials", type=int, required=True, help="finished trials the study should have in all")
+    tune.add_argument("--heartbeat-interval", type=int, metavar="SECONDS",
+                      help=f"RDB storages: a running trial records a heartbeat every SECONDS (default "
+                           f"{HEARTBEAT_INTERVAL})")
+    tune.add_argument("--heartbeat-grace", type=int, metavar="SECONDS",
+                      help=f"RDB storages: a running trial without a heartbeat for SECONDS (default {HEARTBEAT_GRACE}; "
+                           f"longer than the interval) is failed and retried once; a dead worker's trial on the same "
+                           f"host is failed and retried at once")
     tune.set_defaults(func=_cmd_tune)
     from .parity.report import add_parity_parser
 

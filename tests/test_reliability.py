@@ -155,6 +155,99 @@ def test_sigkill_mid_cycle_and_mid_checkpoint_write_then_rerun_resumes_and_match
     assert {p.name: p.stat().st_mtime_ns for p in (write_cfg.parent / "ckpt").glob("cycle-*.ckpt")} == before
 
 
+def test_sigkill_under_the_legacy_host_then_the_same_command_resumes_and_matches_uninterrupted(tmp_path, capsys):
+    """``--host legacy`` killed mid-cycle and mid-checkpoint-write: the same command again resumes from the newest
+    complete checkpoint the legacy loop wrote (never the temp file) and ends where an uninterrupted run ends."""
+    cycle_cfg, write_cfg, ref_cfg = (_write_run(tmp_path, n) for n in ("mid_cycle", "mid_write", "reference"))
+    command = [sys.executable, str(SCRIPTS / "reliability_train.py"), "--host", "legacy", "--config"]
+    mid_cycle = subprocess.Popen([*command, str(cycle_cfg)], text=True, stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, env=_env(RELIABILITY_SLOW="cycle", RELIABILITY_SLEEP="0.6"))
+    mid_write = subprocess.Popen([*command, str(write_cfg)], text=True, stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, env=_env(RELIABILITY_SLOW="write", RELIABILITY_SLEEP="60"))
+    try:
+        assert main(["train", "--host", "legacy", "--config", str(ref_cfg)]) == 0
+        reference_out = capsys.readouterr().out
+        first = cycle_cfg.parent / "ckpt" / "cycle-0001.ckpt"
+        seen = []
+
+        def inside_cycle_three():  # cycle-0001 is written at the end of the run's 2nd cycle; each end sleeps 0.6 s
+            if first.exists() and not seen:
+                seen.append(time.monotonic())
+            return bool(seen) and time.monotonic() - seen[0] > 0.3
+
+        _kill_when(mid_cycle, inside_cycle_three)
+        write_dir = write_cfg.parent / "ckpt"
+        _kill_when(mid_write, lambda: any(write_dir.glob(".cycle-0003.ckpt.*.tmp")))
+    finally:
+        for proc in (mid_cycle, mid_write):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+    assert any(write_dir.glob(".cycle-0003.ckpt.*.tmp"))  # the partial file is on disk, under its temp name
+    ref_dir = ref_cfg.parent / "ckpt"
+    summary = [line for line in reference_out.splitlines() if line.startswith("host: legacy; trained 6 cycles")]
+    assert len(summary) == 1, reference_out
+    for cfg in (cycle_cfg, write_cfg):
+        ckpt_dir = cfg.parent / "ckpt"
+        assert _all_checkpoints_read(ckpt_dir) == ["cycle-0001.ckpt"] and not (ckpt_dir / "last.ckpt").exists()
+        assert read_training_checkpoint(ckpt_dir / "cycle-0001.ckpt").run_cycles_done == 2
+        kept = (ckpt_dir / "cycle-0001.ckpt").stat().st_mtime_ns
+        # the same command again: no --resume-from, no manual step
+        assert main(["train", "--host", "legacy", "--config", str(cfg)]) == 0
+        out = capsys.readouterr().out
+        assert f"resuming from {ckpt_dir / 'cycle-0001.ckpt'}" in out, out
+        # continued, not started over (a deterministic fresh run would end with the same numbers, rewriting this)
+        assert (ckpt_dir / "cycle-0001.ckpt").stat().st_mtime_ns == kept
+        assert summary[0] in out  # 6 cycles in all, the same env steps, episodes and last reward as uninterrupted
+        assert _all_checkpoints_read(ckpt_dir) == ["cycle-0001.ckpt", "cycle-0003.ckpt", "cycle-0005.ckpt"]
+        for name in ("cycle-0003.ckpt", "cycle-0005.ckpt"):  # the counters continue: cycle numbers and totals
+            resumed, reference = read_training_checkpoint(ckpt_dir / name), read_training_checkpoint(ref_dir / name)
+            _assert_same_params(resumed.model, reference.model)
+            for key in ("total_timesteps", "num_episodes", "cycles_completed", "num_updates", "vector_steps"):
+                assert resumed.rl_state[key] == reference.rl_state[key], (name, key)
+            assert resumed.run_cycles_done == reference.run_cycles_done
+            assert resumed.callbacks["MetricsCallback"] == reference.callbacks["MetricsCallback"]
+        assert len(resumed.callbacks["MetricsCallback"]["history"]) == 6
+
+
+def test_the_legacy_host_resumes_its_last_written_checkpoint_and_fresh_starts_over(tmp_path, capsys):
+    cfg = _write_run(tmp_path, "run", cycles=3, checkpoint_every=1, eval_every=0)
+    ckpt_dir = cfg.parent / "ckpt"
+
+    def train(*extra):
+        assert main(["train", "--host", "legacy", "--config", str(cfg), *extra]) == 0
+        return capsys.readouterr().out
+
+    assert "resuming from" not in train()
+    written = {p.name: p.stat().st_mtime_ns for p in ckpt_dir.glob("cycle-*.ckpt")}
+    assert sorted(written) == ["cycle-0000.ckpt", "cycle-0001.ckpt", "cycle-0002.ckpt"]
+    out = train()  # a finished run, run again: nothing to train, nothing overwritten
+    assert f"resuming from {ckpt_dir / 'cycle-0002.ckpt'}" in out and "nothing to train" in out
+    assert "trained 3 cycles in all" in out
+    assert {p.name: p.stat().st_mtime_ns for p in ckpt_dir.glob("cycle-*.ckpt")} == written
+    out = train("--fresh", "--set", "cycles=1")
+    assert "resuming from" not in out and "trained 1 cycles in all" in out
+    # The newest checkpoint is the last one written (the fresh run's cycle-0000), not the highest-numbered one
+    # (the old run's cycle-0002, which would resume a run that is not this one).
+    out = train("--set", "cycles=2")
+    assert f"resuming from {ckpt_dir / 'cycle-0000.ckpt'}" in out and "trained 2 cycles in all" in out
+
+
+def test_auto_resume_refuses_a_run_of_the_other_host(tmp_path, capsys):
+    """Found in checkpoint_dir, the other host's run is neither resumed across hosts nor trained over."""
+    for wrote, runs, message in (("legacy", "lightning", "was written by the legacy loop; --host lightning"),
+                                 ("lightning", "legacy", "was written by Lightning; --host legacy")):
+        cfg = _write_run(tmp_path, wrote, cycles=1, checkpoint_every=1, eval_every=0)
+        assert main(["train", "--host", wrote, "--config", str(cfg)]) == 0
+        capsys.readouterr()
+        before = {p.name: p.stat().st_mtime_ns for p in (cfg.parent / "ckpt").iterdir()}
+        assert main(["train", "--host", runs, "--config", str(cfg)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and "--fresh" in err and len(err.splitlines()) == 1, err
+        assert {p.name: p.stat().st_mtime_ns for p in (cfg.parent / "ckpt").iterdir()} == before
+
+
 def test_a_killed_continuous_training_run_resumes_from_its_newest_version_with_no_manual_step(tmp_path, capsys):
     cfg = _write_run(tmp_path, "ct")
     data = yaml.safe_load(cfg.read_text())

@@ -1,10 +1,12 @@
 """``fxai-compat tune``: Optuna studies on real journal and SQLite storages. The requested number of finished
 trials in all (two worker processes on one storage included), no duplicates, pruned trials recorded as PRUNED,
-resumable, live and dead workers' trials told apart, and one-line errors (no password) for bad storages."""
+resumable, live and dead workers' trials told apart, a worker SIGKILLed mid-trial on SQLite (its trial FAIL and
+retried, by process id or by stale heartbeat), and one-line errors (no password) for bad storages or options."""
 
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -104,10 +106,10 @@ def test_each_trial_gets_its_own_wandb_run(tmp_path, impl):
     assert len(list((tmp_path / "wb" / "wandb").glob("offline-run-*"))) == 2
 
 
-def _worker(config, url, n, log):
+def _worker(config, url, n, log, *extra):
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONWARNINGS="ignore")
     return subprocess.Popen([EXE, "tune", "--config", str(config), "--storage", url, "--study", "s",
-                             "--n-trials", str(n)], stdout=log, stderr=subprocess.STDOUT, env=env)
+                             "--n-trials", str(n), *extra], stdout=log, stderr=subprocess.STDOUT, env=env)
 
 
 @pytest.mark.parametrize("kind", ["journal", "sqlite"])
@@ -161,6 +163,121 @@ def test_live_and_dead_workers_trials_are_told_apart(tmp_path, capsys):
     assert tune(config, url, 3) == 0
     assert [t.state for t in trials_of(storage())] == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.FAIL,
                                                        TrialState.COMPLETE]
+
+
+BEATS = ("--heartbeat-interval", "1", "--heartbeat-grace", "2")
+
+
+def _wait_for(predicate, what, timeout):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting until {what}")
+        time.sleep(0.05)
+
+
+def test_a_worker_killed_mid_trial_on_sqlite_leaves_a_failed_trial_that_is_retried(tmp_path):
+    """SIGKILL a tune worker in the middle of the study's last trial on an RDB (SQLite) storage, then run the
+    command again: the killed trial ends FAIL (not RUNNING), is retried once with its parameters (the retry is
+    run, not counted as in progress), the study gets its requested finished trials with no duplicates, and loads.
+    Two studies, side by side: on "here" (default heartbeats: 10 s, grace 30 s) the next worker sees the dead
+    process id long before the heartbeat goes stale; on "there" the trial is relabelled as another machine's, so
+    only its stale heartbeat (interval 1 s, grace 2 s) can tell."""
+    config = write_config(tmp_path, cycles=8)
+    urls = {where: f"sqlite:///{tmp_path / f'{where}.db'}" for where in ("here", "there")}
+    storages = {where: optuna.storages.RDBStorage(url) for where, url in urls.items()}  # readers: no heartbeats
+    logs = {where: open(tmp_path / f"killed-{where}.log", "w+") for where in urls}
+    beats = {"here": (), "there": BEATS}
+    killed = {where: _worker(config, url, 2, logs[where], *beats[where]) for where, url in urls.items()}
+    victims = {}
+
+    def mid_last_trial(where):
+        storage = storages[where]
+        try:
+            trials = storage.get_all_trials(storage.get_study_id_from_name("s"), deepcopy=False)
+        except KeyError:  # the study is not created yet
+            return False
+        return (len(trials) == 2 and trials[0].state == TrialState.COMPLETE
+                and trials[1].state == TrialState.RUNNING and len(trials[1].intermediate_values) > 0)
+
+    try:  # both workers watched at once: each is killed as soon as its trial 1 has reported its first cycle
+        deadline = time.monotonic() + 90
+        while len(victims) < len(killed):
+            for where, proc in killed.items():
+                if where in victims:
+                    continue
+                if mid_last_trial(where):
+                    proc.send_signal(signal.SIGKILL)
+                    assert proc.wait(timeout=30) == -signal.SIGKILL
+                    storage = storages[where]
+                    victims[where] = storage.get_all_trials(storage.get_study_id_from_name("s"))[1]
+                elif proc.poll() is not None:
+                    logs[where].seek(0)
+                    pytest.fail(f"the worker on {where} ended (rc {proc.returncode}) before it could be killed "
+                                f"mid-trial:\n{logs[where].read()[-2000:]}")
+            assert time.monotonic() < deadline, "timed out waiting for the workers' trial 1"
+            time.sleep(0.1)  # a trial runs 8 cycles: this poll (two SQLite reads) lands in the middle of one
+    finally:
+        for proc in killed.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    for where, victim in victims.items():
+        assert victim.state == TrialState.RUNNING and len(victim.intermediate_values) < 8, "the kill was not mid-trial"
+        assert victim.user_attrs[cli._WORKER_ATTR] == f"{socket.gethostname()}:{killed[where].pid}"
+    there, victim = storages["there"], victims["there"]
+    there.set_trial_user_attr(victim._trial_id, cli._WORKER_ATTR, "elsewhere:1")
+    with pytest.warns(optuna.exceptions.ExperimentalWarning):
+        checker = optuna.storages.RDBStorage(urls["there"], heartbeat_interval=1, grace_period=2)
+    study_id = there.get_study_id_from_name("s")
+    _wait_for(lambda: victim._trial_id in checker._get_stale_trial_ids(study_id),  # what fail_stale_trials asks
+              "trial 1's heartbeat on 'there' went stale", timeout=15)
+
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    again = {where: subprocess.Popen([EXE, "tune", "--config", str(config), "--storage", url, "--study", "s",
+                                      "--n-trials", "2", *beats[where]], stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True, env=env) for where, url in urls.items()}
+    try:
+        outputs = {where: proc.communicate(timeout=150)[0] for where, proc in again.items()}
+    finally:
+        for proc in again.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    for where, url in urls.items():
+        out, victim = outputs[where], victims[where]
+        assert again[where].returncode == 0 and "Traceback" not in out, out
+        assert "study 's': 2 finished trials" in out and "running in other workers" not in out, out
+        study = optuna.load_study(study_name="s", storage=url)  # the study still loads
+        trials = study.get_trials(deepcopy=False)
+        numbers = [t.number for t in trials]
+        assert numbers == list(range(len(trials))), numbers  # no duplicates, no gaps
+        states = {t.number: t.state.name for t in trials}
+        assert states[1] == "FAIL" and sum(t.state in FINISHED for t in trials) == 2, (where, states)
+        assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)], (where, states)
+        retries = [t for t in trials if t.system_attrs.get("failed_trial") == 1]
+        assert len(retries) == 1, (where, states)  # retried once
+        retry = retries[0]
+        assert retry.state in FINISHED and retry.params == victim.params  # the same trial, run to its end
+        # run and labelled by the new worker, not by the dead one
+        assert retry.user_attrs[cli._WORKER_ATTR] == f"{socket.gethostname()}:{again[where].pid}"
+        assert [t.number for t in trials if t.state in FINISHED] == [0, retry.number]
+        assert trials[0].params != victim.params and study.best_trial.number in (0, retry.number)
+
+
+def test_heartbeat_options_are_checked_before_the_study_is_touched(tmp_path, capsys):
+    config = write_config(tmp_path)
+    sqlite = f"sqlite:///{tmp_path / 'study.db'}"
+    for url, extra, message in [
+        (sqlite, ["--heartbeat-interval", "0"], "--heartbeat-interval must be a positive number of seconds, got 0"),
+        (sqlite, ["--heartbeat-interval", "5", "--heartbeat-grace", "5"], "--heartbeat-grace (5 s) must be longer"),
+        (sqlite, ["--heartbeat-grace", "8"], "--heartbeat-grace (8 s) must be longer than --heartbeat-interval (10 s)"),
+        (journal(tmp_path)[0], ["--heartbeat-grace", "60"], "the journal storage has no heartbeats"),
+    ]:
+        assert tune(config, url, 1, *extra) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "study.db").exists() and not (tmp_path / "study.log").exists()
 
 
 def test_a_trial_asked_in_a_race_is_surplus_not_run(tmp_path, monkeypatch, capsys):
