@@ -1,10 +1,12 @@
 """``python -m fxai_compat.bench``: what moving to Lightning costs, as ratios measured side by side.
 
 Every variant runs the demo config's PPO work (``examples/demo.yaml``: FX env, its evaluation and
-checkpoint cadences, its six callbacks' options) for a fixed number of cycles. Runs are interleaved
-(A B A B ..., reversed every other round) after a warm-up, because this machine is noisy: each ratio
-is computed from runs measured next to each other, and reported as a median with its min-max range. Peak
-memory is measured in fresh subprocesses (peak RSS only grows within a process).
+checkpoint cadences, its six callbacks' options) for a fixed number of cycles. This machine is noisy
+(its speed swings by tens of percent within seconds), so after a warm-up each round runs one run of
+every variant interleaved cycle by cycle (A B A B ..., see ``_Lockstep``; reversed every other round):
+each ratio is computed from runs measured side by side, per round, and reported as the median of the
+rounds with its min-max range. Peak memory is measured in fresh subprocesses (peak RSS only grows
+within a process).
 
     make bench                       # the full table, written to bench/results.json
     python -m fxai_compat.bench --quick   # a smoke run (seconds), for the test suite
@@ -21,6 +23,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import timeit
 from collections.abc import Callable
@@ -100,8 +103,9 @@ def _six_native(workdir: Path):
     return build_callbacks({"callbacks": _callback_options(workdir)}, {"all": "native"}, env={}, run_dir=workdir)
 
 
-def _run_variant(name: str, cycles: int, workdir: Path) -> float | None:
-    """Wall seconds of one run of ``name`` (construction included), or None if it cannot run here."""
+def _prepare_variant(name: str, cycles: int, workdir: Path) -> Callable[[], Any]:
+    """Build ``name``'s callbacks (not timed) and return the call that trains (timed: ``fit`` includes the
+    Trainer's construction, as a user's run does)."""
     from .adapter import wrap
     from .legacy_host import LegacyTrainer
     from .lightning_host import fit
@@ -110,30 +114,113 @@ def _run_variant(name: str, cycles: int, workdir: Path) -> float | None:
     cfg = _config(cycles, workdir)
     quiet = {"logger": False, "enable_progress_bar": False}
     if name == "legacy_none":
-        start = time.perf_counter()
-        LegacyTrainer(cfg).train()
-    elif name == "legacy_six":
+        return lambda: LegacyTrainer(cfg).train()
+    if name == "legacy_six":
         callbacks = _six_legacy(workdir)
-        start = time.perf_counter()
-        LegacyTrainer(cfg, callbacks).train()
-    elif name == "fit_none":
-        start = time.perf_counter()
-        fit(cfg, **quiet)
-    elif name == "fit_six_adapted":
+        return lambda: LegacyTrainer(cfg, callbacks).train()
+    if name == "fit_none":
+        return lambda: fit(cfg, **quiet)
+    if name == "fit_six_adapted":
         callbacks = wrap(_six_legacy(workdir))
-        start = time.perf_counter()
-        fit(cfg, callbacks, **quiet)
-    elif name == "fit_sixteen_empty":
+        return lambda: fit(cfg, callbacks, **quiet)
+    if name == "fit_sixteen_empty":
         callbacks = wrap(_sixteen_empty())
-        start = time.perf_counter()
-        fit(cfg, callbacks, **quiet)
-    elif name == "fit_six_native":
+        return lambda: fit(cfg, callbacks, **quiet)
+    if name == "fit_six_native":
         built = _six_native(workdir)
-        start = time.perf_counter()
-        fit(cfg, built.callbacks, **{**quiet, "logger": built.loggers or False})
-    else:
-        raise ValueError(f"unknown variant {name!r}")
+        return lambda: fit(cfg, built.callbacks, **{**quiet, "logger": built.loggers or False})
+    raise ValueError(f"unknown variant {name!r}")
+
+
+def _run_variant(name: str, cycles: int, workdir: Path) -> float:
+    """Wall seconds of one run of ``name`` on its own."""
+    run = _prepare_variant(name, cycles, workdir)
+    start = time.perf_counter()
+    run()
     return time.perf_counter() - start
+
+
+class _Lockstep:
+    """Runs one run of each variant at the same time, in threads that take turns one segment at a time: the
+    set-up up to the first cycle, then each cycle (a segment ends where the next cycle begins, so checkpoint
+    writes and epoch-end work count in the cycle before), round robin in the given order. Only one thread
+    works at any moment (the others wait on a condition, using no CPU); each variant's time is the sum of its
+    segments. So the runs compared are interleaved cycle by cycle, a fraction of a second apart: on a machine
+    whose speed swings by tens of percent from one second to the next, whole runs measured one after the other
+    differ by more than what is being measured, cycles measured next to each other do not.
+    """
+
+    def __init__(self, names: list[str]):
+        self._cond = threading.Condition()
+        self._order = list(names)
+        self._turn = 0
+        self._local = threading.local()
+        self.seconds = {name: 0.0 for name in names}
+
+    def _wait(self, name: str) -> None:
+        with self._cond:
+            self._cond.wait_for(lambda: self._order[self._turn] == name)
+        self._local.start = time.perf_counter()
+
+    def _pass(self, name: str, leaving: bool = False) -> None:
+        elapsed = time.perf_counter() - self._local.start
+        with self._cond:
+            self.seconds[name] += elapsed
+            index = self._order.index(name)
+            if leaving:
+                self._order.pop(index)
+                self._turn = index % len(self._order) if self._order else 0
+            else:
+                self._turn = (index + 1) % len(self._order)
+            self._cond.notify_all()
+
+    def boundary(self) -> None:
+        """A cycle begins (called from ``PPOCore.begin_cycle``, in the variant's thread): hand over the turn."""
+        name = getattr(self._local, "name", None)
+        if name is not None:
+            self._pass(name)
+            self._wait(name)
+
+    def run(self, runs: dict[str, Callable[[], Any]]) -> dict[str, float]:
+        from .ppo import PPOCore
+
+        errors: dict[str, BaseException] = {}
+
+        def worker(name: str, run: Callable[[], Any]) -> None:
+            self._local.name = name
+            self._wait(name)
+            try:
+                run()
+            except BaseException as exc:  # re-raised in the caller; the others must not wait for this thread
+                errors[name] = exc
+            finally:
+                self._local.name = None
+                self._pass(name, leaving=True)
+
+        original = PPOCore.begin_cycle
+
+        def begin_cycle(core, *args, **kwargs):
+            self.boundary()
+            return original(core, *args, **kwargs)
+
+        PPOCore.begin_cycle = begin_cycle
+        try:
+            threads = [threading.Thread(target=worker, args=item, name=f"bench-{item[0]}") for item in runs.items()]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        finally:
+            PPOCore.begin_cycle = original
+        if errors:
+            name, exc = next(iter(errors.items()))
+            raise RuntimeError(f"benchmark variant {name} failed: {type(exc).__name__}: {exc}") from exc
+        return self.seconds
+
+
+def _lockstep_round(names: list[str], cycles: int, workdir: Path) -> dict[str, float]:
+    runs = {name: _prepare_variant(name, cycles, workdir / name) for name in names}
+    return _Lockstep(names).run(runs)
 
 
 def _dispatch_cost_ns(repeats: int = 20000) -> dict[str, float]:
@@ -164,21 +251,35 @@ def _dispatch_cost_ns(repeats: int = 20000) -> dict[str, float]:
             "adapter_ns": via_adapter - loop}
 
 
-def _peak_rss_mb(variant: str, cycles: int) -> float:
-    """Peak RSS of one run of ``variant`` in a fresh process."""
-    code = ("import resource, sys, pathlib, tempfile, logging, torch; logging.disable(logging.WARNING);"
-            "torch.set_num_threads(1);"
-            "from fxai_compat.bench import _run_variant;"
-            f"d = pathlib.Path(tempfile.mkdtemp()); _run_variant({variant!r}, {cycles}, d);"
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
+def _memory_mb(reset_peak: bool = False) -> tuple[float, float]:
+    """(resident, peak resident) MB of this process, from ``/proc/self/status``. ``reset_peak``: start the peak
+    afresh (``/proc/self/clear_refs``), so it covers what runs next and not the imports before."""
+    if reset_peak:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+    with open("/proc/self/status") as handle:
+        fields = dict(line.split(":", 1) for line in handle if ":" in line)
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+
+def _peak_rss_mb(variant: str, cycles: int) -> tuple[float, float]:
+    """(resident MB before, peak resident MB during) one run of ``variant`` in a fresh process: the peak is
+    reset once the libraries are imported and the callbacks built, so it is the run's own (Linux)."""
+    code = ("import logging, pathlib, tempfile, torch; logging.disable(logging.WARNING); torch.set_num_threads(1)\n"
+            "from fxai_compat.bench import _memory_mb, _prepare_variant\n"
+            f"run = _prepare_variant({variant!r}, {cycles}, pathlib.Path(tempfile.mkdtemp()))\n"
+            "before, _ = _memory_mb(reset_peak=True)\n"
+            "run()\n"
+            "print(before, _memory_mb()[1])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=1800,
                          env=dict(os.environ, WANDB_SILENT="true", WANDB_MODE="disabled"))
     if out.returncode != 0:
         raise RuntimeError(f"memory run of {variant} failed: {out.stderr[-2000:]}")
-    return float(out.stdout.strip().splitlines()[-1])
+    before, peak = out.stdout.strip().splitlines()[-1].split()
+    return float(before), float(peak)
 
 
-def run_benchmark(cycles: int = 20, repeats: int = 7, memory_cycles: int | None = None, *,
+def run_benchmark(cycles: int = 10, repeats: int = 15, memory_cycles: int | None = None, *,
                   variants: list[str] | None = None, workdir: Path | None = None,
                   log: Callable[[str], None] = print) -> dict[str, Any]:
     """Measure every variant interleaved; returns the results dict written to ``bench/results.json``."""
@@ -189,18 +290,20 @@ def run_benchmark(cycles: int = 20, repeats: int = 7, memory_cycles: int | None 
     # One intra-op thread for every variant: the tiny networks gain nothing from more, and on a shared
     # 2-core machine competing thread pools make timings swing by 10x. Both hosts do identical compute.
     torch.set_num_threads(1)
-    names = variants or ["legacy_none", "fit_none", "legacy_six", "fit_six_adapted", "fit_sixteen_empty",
+    # In this order the two variants of each ratio take turns next to each other (host: 1-2, dispatch: 2-3,
+    # adapter: 4-5, native: 5-6): each of their cycles is measured right after the other's.
+    names = variants or ["legacy_none", "fit_none", "fit_sixteen_empty", "fit_six_adapted", "legacy_six",
                          "fit_six_native"]
     root = Path(workdir or tempfile.mkdtemp(prefix="fxai-bench-"))
     times: dict[str, list[float]] = {n: [] for n in names}
     log(f"warm-up ({cycles} cycles per run)...")
-    for name in names:
-        _run_variant(name, cycles, root / "warmup" / name)
+    _lockstep_round(names, cycles, root / "warmup")
     for rep in range(repeats):
-        # Every variant once per round, in reverse order every other round: a machine that drifts (slows
-        # down or speeds up over minutes) then favours no variant.
-        for name in (names if rep % 2 == 0 else names[::-1]):
-            times[name].append(_run_variant(name, cycles, root / f"r{rep}" / name))
+        # One run of every variant per round, interleaved cycle by cycle (see _Lockstep), in reverse order every
+        # other round so that no variant always goes first.
+        seconds = _lockstep_round(names if rep % 2 == 0 else names[::-1], cycles, root / f"r{rep}")
+        for name in names:
+            times[name].append(seconds[name])
         log(f"round {rep + 1}/{repeats}: " + ", ".join(f"{n} {times[n][-1]:.2f}s" for n in names))
     cfg = _config(cycles, root)
     steps = cycles * cfg.rollout_size
@@ -220,11 +323,13 @@ def run_benchmark(cycles: int = 20, repeats: int = 7, memory_cycles: int | None 
     memory: dict[str, Any] = {}
     if memory_cycles:
         for name in ("legacy_six", "fit_six_adapted", "fit_six_native"):
-            base = _peak_rss_mb(name, memory_cycles)
-            long = _peak_rss_mb(name, memory_cycles * 10)
+            before, base = _peak_rss_mb(name, memory_cycles)
+            before_long, long = _peak_rss_mb(name, memory_cycles * 10)
             memory[name] = {"base_mb": base, "long_mb": long, "ratio": long / base, "target": TARGETS["memory"],
-                            "meets_target": long / base <= TARGETS["memory"]}
-            log(f"memory {name}: {base:.0f} MB -> {long:.0f} MB over 10x the cycles ({long / base:.3f})")
+                            "meets_target": long / base <= TARGETS["memory"],
+                            "growth_mb": {"base": base - before, "long": long - before_long}}
+            log(f"memory {name}: peak {base:.0f} MB -> {long:.0f} MB over 10x the cycles ({long / base:.3f}); "
+                f"above the resident size at the start: {base - before:.1f} MB -> {long - before_long:.1f} MB")
     return {"machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
             "cycles": cycles, "repeats": repeats, "env_steps_per_run": steps, "variants": variants_out,
             "ratios": ratios, "memory": memory, "dispatch_cost": _dispatch_cost_ns()}
@@ -240,8 +345,10 @@ def format_table(results: dict[str, Any]) -> str:
         lines.append(f"| {ratio} | {num} / {den} | {info['median']:.3f} | {info['min']:.3f}-{info['max']:.3f} | "
                      f"<= {info['target']:.2f} | {'yes' if info['meets_target'] else 'NO'} |")
     for name, info in results.get("memory", {}).items():
+        growth = info["growth_mb"]
         lines.append(f"| memory | peak RSS {name}, 10x cycles / base | {info['ratio']:.3f} | "
-                     f"{info['base_mb']:.0f}-{info['long_mb']:.0f} MB | <= {info['target']:.2f} | "
+                     f"{info['base_mb']:.0f} -> {info['long_mb']:.0f} MB (+{growth['base']:.1f} -> "
+                     f"+{growth['long']:.1f} MB over the start) | <= {info['target']:.2f} | "
                      f"{'yes' if info['meets_target'] else 'NO'} |")
     lines.append("")
     lines.append("| variant | median s | env steps/s |")
@@ -295,9 +402,10 @@ def learning_check(config_path: str = "examples/cartpole.yaml", log: Callable[[s
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fxai_compat.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 cycles, 1 round, no memory runs")
-    parser.add_argument("--cycles", type=int, default=20,
-                        help="cycles per run (default 20: the demo's evaluations and checkpoints fall due twice)")
-    parser.add_argument("--repeats", type=int, default=7, help="interleaved rounds (default 7)")
+    parser.add_argument("--cycles", type=int, default=10,
+                        help="cycles per run (default 10: the demo's evaluation and checkpoint fall due once)")
+    parser.add_argument("--repeats", type=int, default=15,
+                        help="interleaved rounds (default 15: short runs, many rounds, on a noisy machine)")
     parser.add_argument("--memory-cycles", type=int, default=None,
                         help="cycles of the base memory run, the long one does 10x (default: --cycles; 0: skip)")
     parser.add_argument("--out", default="bench/results.json")

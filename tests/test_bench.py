@@ -34,3 +34,12 @@ def test_bad_arguments_are_refused_in_one_line(tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "--cycles and --repeats must be positive" in done.stderr
     assert "Traceback" not in done.stderr and not (tmp_path / "r.json").exists()
+
+
+def test_memory_is_measured_over_the_run_itself():
+    from fxai_compat.bench import _peak_rss_mb
+
+    before, peak = _peak_rss_mb("legacy_none", 1)
+    # The peak is reset after the imports: it is the run's (at least the resident size it started from, and
+    # well below what importing torch and Lightning takes on its own).
+    assert 50 < before <= peak < before + 500
