@@ -263,11 +263,14 @@ def _memory_mb(reset_peak: bool = False) -> tuple[float, float]:
 
 
 def _peak_rss_mb(variant: str, cycles: int) -> tuple[float, float]:
-    """(resident MB before, peak resident MB during) one run of ``variant`` in a fresh process: the peak is
-    reset once the libraries are imported and the callbacks built, so it is the run's own (Linux)."""
+    """(resident MB before, peak resident MB during) one run of ``variant`` in a fresh process (Linux). A one-cycle
+    run of the same variant goes first (it imports what callbacks import lazily, such as wandb, and warms up
+    torch's allocators); the peak is reset after it, so it covers the measured run alone."""
     code = ("import logging, pathlib, tempfile, torch; logging.disable(logging.WARNING); torch.set_num_threads(1)\n"
             "from fxai_compat.bench import _memory_mb, _prepare_variant\n"
-            f"run = _prepare_variant({variant!r}, {cycles}, pathlib.Path(tempfile.mkdtemp()))\n"
+            "work = pathlib.Path(tempfile.mkdtemp())\n"
+            f"_prepare_variant({variant!r}, 1, work / 'warm-up')()\n"
+            f"run = _prepare_variant({variant!r}, {cycles}, work / 'run')\n"
             "before, _ = _memory_mb(reset_peak=True)\n"
             "run()\n"
             "print(before, _memory_mb()[1])")
@@ -281,8 +284,16 @@ def _peak_rss_mb(variant: str, cycles: int) -> tuple[float, float]:
 
 def run_benchmark(cycles: int = 10, repeats: int = 15, memory_cycles: int | None = None, *,
                   variants: list[str] | None = None, workdir: Path | None = None,
-                  log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Measure every variant interleaved; returns the results dict written to ``bench/results.json``."""
+                  log: Callable[[str], None] = print,
+                  save: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Measure every variant interleaved; returns the results dict written to ``bench/results.json``.
+
+    ``save`` is called with the timing results before the (long) memory runs, and again at the end: a
+    failed memory run loses nothing measured before it (it is reported under ``memory.error``)."""
+    if workdir is None:
+        with tempfile.TemporaryDirectory(prefix="fxai-bench-") as tmp:
+            return run_benchmark(cycles, repeats, memory_cycles, variants=variants, workdir=Path(tmp), log=log,
+                                 save=save)
     logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
     os.environ.setdefault("WANDB_SILENT", "true")
     import torch
@@ -292,9 +303,11 @@ def run_benchmark(cycles: int = 10, repeats: int = 15, memory_cycles: int | None
     torch.set_num_threads(1)
     # In this order the two variants of each ratio take turns next to each other (host: 1-2, dispatch: 2-3,
     # adapter: 4-5, native: 5-6): each of their cycles is measured right after the other's.
-    names = variants or ["legacy_none", "fit_none", "fit_sixteen_empty", "fit_six_adapted", "legacy_six",
-                         "fit_six_native"]
-    root = Path(workdir or tempfile.mkdtemp(prefix="fxai-bench-"))
+    names = list(variants or ["legacy_none", "fit_none", "fit_sixteen_empty", "fit_six_adapted", "legacy_six",
+                              "fit_six_native"])
+    if len(set(names)) != len(names):
+        raise ValueError(f"run_benchmark variants must be distinct; got {names}.")
+    root = Path(workdir)
     times: dict[str, list[float]] = {n: [] for n in names}
     log(f"warm-up ({cycles} cycles per run)...")
     _lockstep_round(names, cycles, root / "warmup")
@@ -316,23 +329,33 @@ def run_benchmark(cycles: int = 10, repeats: int = 15, memory_cycles: int | None
             per_round = [a / b for a, b in zip(times[num], times[den])]
             ratios[ratio] = {"median": statistics.median(per_round), "min": min(per_round), "max": max(per_round),
                              "target": TARGETS[ratio], "meets_target": statistics.median(per_round) <= TARGETS[ratio],
-                             "numerator": num, "denominator": den}
+                             "numerator": num, "denominator": den, "per_round": per_round}
         else:
             ratios[ratio] = {"median": None, "target": TARGETS[ratio], "meets_target": None,
                              "note": f"variant {num if not times.get(num) else den} not available"}
-    memory: dict[str, Any] = {}
+    results = {"machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
+                           "platform": platform.platform()},
+               "cycles": cycles, "repeats": repeats, "env_steps_per_run": steps, "variants": variants_out,
+               "ratios": ratios, "memory": {}, "dispatch_cost": _dispatch_cost_ns()}
+    if save is not None:
+        save(results)
     if memory_cycles:
-        for name in ("legacy_six", "fit_six_adapted", "fit_six_native"):
-            before, base = _peak_rss_mb(name, memory_cycles)
-            before_long, long = _peak_rss_mb(name, memory_cycles * 10)
-            memory[name] = {"base_mb": base, "long_mb": long, "ratio": long / base, "target": TARGETS["memory"],
-                            "meets_target": long / base <= TARGETS["memory"],
-                            "growth_mb": {"base": base - before, "long": long - before_long}}
-            log(f"memory {name}: peak {base:.0f} MB -> {long:.0f} MB over 10x the cycles ({long / base:.3f}); "
-                f"above the resident size at the start: {base - before:.1f} MB -> {long - before_long:.1f} MB")
-    return {"machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
-            "cycles": cycles, "repeats": repeats, "env_steps_per_run": steps, "variants": variants_out,
-            "ratios": ratios, "memory": memory, "dispatch_cost": _dispatch_cost_ns()}
+        try:
+            for name in ("legacy_six", "fit_six_adapted", "fit_six_native"):
+                before, base = _peak_rss_mb(name, memory_cycles)
+                before_long, long = _peak_rss_mb(name, memory_cycles * 10)
+                results["memory"][name] = {
+                    "base_mb": base, "long_mb": long, "ratio": long / base, "target": TARGETS["memory"],
+                    "meets_target": long / base <= TARGETS["memory"],
+                    "growth_mb": {"base": base - before, "long": long - before_long}}
+                log(f"memory {name}: peak {base:.0f} MB -> {long:.0f} MB over 10x the cycles ({long / base:.3f}); "
+                    f"above the resident size at the start: {base - before:.1f} MB -> {long - before_long:.1f} MB")
+        except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
+            results["memory"] = {"error": f"{type(exc).__name__}: {str(exc)[:500]}"}
+            log(f"memory runs failed, timings kept: {results['memory']['error']}")
+        if save is not None:
+            save(results)
+    return results
 
 
 def format_table(results: dict[str, Any]) -> str:
@@ -345,6 +368,9 @@ def format_table(results: dict[str, Any]) -> str:
         lines.append(f"| {ratio} | {num} / {den} | {info['median']:.3f} | {info['min']:.3f}-{info['max']:.3f} | "
                      f"<= {info['target']:.2f} | {'yes' if info['meets_target'] else 'NO'} |")
     for name, info in results.get("memory", {}).items():
+        if name == "error":
+            lines.append(f"| memory | not measured | | {info} | <= {TARGETS['memory']:.2f} | |")
+            continue
         growth = info["growth_mb"]
         lines.append(f"| memory | peak RSS {name}, 10x cycles / base | {info['ratio']:.3f} | "
                      f"{info['base_mb']:.0f} -> {info['long_mb']:.0f} MB (+{growth['base']:.1f} -> "
@@ -423,10 +449,10 @@ def main(argv: list[str] | None = None) -> int:
         args.memory_cycles = args.cycles
     if args.cycles <= 0 or args.repeats <= 0 or args.memory_cycles < 0:
         parser.error("--cycles and --repeats must be positive, --memory-cycles >= 0")
-    results = run_benchmark(args.cycles, args.repeats, args.memory_cycles)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
+    results = run_benchmark(args.cycles, args.repeats, args.memory_cycles,
+                            save=lambda found: out.write_text(json.dumps(found, indent=2)))
     print(format_table(results))
     print(f"\nwritten: {out}")
     return 0

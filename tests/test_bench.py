@@ -37,9 +37,15 @@ def test_bad_arguments_are_refused_in_one_line(tmp_path):
 
 
 def test_memory_is_measured_over_the_run_itself():
-    from fxai_compat.bench import _peak_rss_mb
+    from fxai_compat.bench import _memory_mb, _peak_rss_mb
 
-    before, peak = _peak_rss_mb("legacy_none", 1)
-    # The peak is reset after the imports: it is the run's (at least the resident size it started from, and
-    # well below what importing torch and Lightning takes on its own).
-    assert 50 < before <= peak < before + 500
+    block = bytearray(200 * 2**20)
+    block[::4096] = b"x" * len(block[::4096])  # touch every page: 200 MB resident
+    del block
+    resident, peak = _memory_mb()
+    assert peak > resident + 150  # the freed block still counts in the peak...
+    resident, peak = _memory_mb(reset_peak=True)
+    assert peak < resident + 20  # ...until the peak is reset
+
+    before, peak = _peak_rss_mb("legacy_none", 1)  # a fresh process, measured after its warm-up run
+    assert 50 < before <= peak < before + 100

@@ -97,3 +97,18 @@ def test_bad_configuration_is_refused():
     assert create_checkpoint_callback({"save_dir": "x", "enabled": False}) is None
     cb = create_checkpoint_callback({"save_dir": "x", "monitor": "eval_episode_reward_mean"})
     assert (cb.monitor, cb.mode) == ("val/episode_reward_mean", "max")
+
+
+def test_periodic_saves_only_link_last_instead_of_writing_it_again(tmp_path):
+    from fxai_compat import NotifyingCheckpointIO
+
+    cfg = tiny(tmp_path, cycles=6, checkpoint_every=0, eval_every=0)
+    callback = RLCheckpointCallback(tmp_path / "periodic", monitor=None, save_every_n_cycles=2)
+    io, written = NotifyingCheckpointIO(), []
+    io.listeners.append(lambda path: written.append(os.path.basename(path)))
+    fit(cfg, [callback], plugins=[io])
+    # ModelCheckpoint on its own (save_top_k=0) writes a full last.ckpt after each periodic save and every cycle after.
+    assert written == ["model-cycle0001.ckpt", "model-cycle0003.ckpt", "model-cycle0005.ckpt"]
+    last = tmp_path / "periodic" / "last.ckpt"
+    assert os.path.islink(last) and os.path.realpath(last) == str(tmp_path / "periodic" / "model-cycle0005.ckpt")
+    assert read_training_checkpoint(last).rl_state["cycles_completed"] == 6

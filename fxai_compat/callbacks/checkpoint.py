@@ -165,6 +165,19 @@ class RLCheckpointCallback(RLModelCheckpoint):
             if self.save_last:
                 self._save_last_checkpoint(trainer, candidates)
 
+    def _save_last_checkpoint(self, trainer: "pl.Trainer", monitor_candidates: dict[str, torch.Tensor]) -> None:
+        # ModelCheckpoint links last.ckpt only to a top-k file; with save_top_k=0 (monitor=None: periodic saves
+        # only) it would write a full last.ckpt after every periodic save and on every cycle after. Link it to
+        # the newest periodic file instead.
+        saved = self._last_checkpoint_saved
+        if self.save_last == "link" and self.save_top_k == 0 and saved:
+            filepath = self.format_checkpoint_name(monitor_candidates, self.CHECKPOINT_NAME_LAST)
+            if os.path.abspath(saved) != os.path.abspath(filepath):
+                self.last_model_path = filepath
+                self._link_checkpoint(trainer, saved, filepath)
+                return
+        super()._save_last_checkpoint(trainer, monitor_candidates)
+
     # -- RL state in the checkpoint -------------------------------------------------------------
     def on_save_checkpoint(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule",
                            checkpoint: dict[str, Any]) -> None:

@@ -12,9 +12,10 @@ is resolved before ``setup`` runs). Here Lightning does the resuming and the ver
   ``save_last="link"``: no second write). By default it saves when the run's periodic checkpoints
   are due (``config.checkpoint_every``), which is when the legacy callback copies them: an
   interruption loses the same cycles under both, and a full checkpoint is not written every cycle
-  (about 12 ms each on the benchmark machine). With ``checkpoint_every: 0`` it saves at the end only. Each checkpoint carries ``fxai_version_info`` (written in
-  ``on_save_checkpoint``): version, cycles done, the session's target cycles, whether the session
-  ended as planned, counters, time, and the checkpoint the session resumed from.
+  (about 12 ms each on the benchmark machine). With ``checkpoint_every: 0`` it saves at the end
+  only. Each checkpoint carries ``fxai_version_info`` (written in ``on_save_checkpoint``): version,
+  cycles done, the session's target cycles, whether the session ended as planned, counters, time,
+  and the checkpoint the session resumed from.
 * Resuming is Lightning's own: ``fit(..., ckpt_path=<last.ckpt>)`` restores the model, optimizer,
   loop counters, callback states and the module's RL state (counters continue, environments and
   random generators carry on exactly).
@@ -153,8 +154,9 @@ class ContinuousTrainingCallback(RLModelCheckpoint):
     # -- Lightning hooks ------------------------------------------------------------------------
     @property
     def state_key(self) -> str:
-        # ModelCheckpoint's key includes its cadence, which is only resolved in setup here; keep it stable.
-        return self._generate_state_key(monitor=None, every_n_cycles=self.every_n_cycles)
+        # ModelCheckpoint's key includes its cadence, which is only resolved in setup here and may change between
+        # sessions (checkpoint_every, every_n_cycles): one key per class, so the state is always restored.
+        return self._generate_state_key()
 
     def setup(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
         super().setup(trainer, pl_module, stage)
