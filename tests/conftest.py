@@ -117,3 +117,11 @@ def broken_pair():
                   observables={"window_stats": (lambda cb: cb.window_stats(), lambda cb: cb.window_stats())})
     yield REGISTRY["metrics_broken"]
     REGISTRY.pop("metrics_broken")
+
+
+def stop_processes(procs):
+    """Kill and reap every subprocess of ``procs`` still running (a test's ``finally``: none is left behind)."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

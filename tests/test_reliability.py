@@ -21,7 +21,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 import yaml
-from conftest import tiny
+from conftest import stop_processes, tiny
 
 from fxai_compat import fit
 from fxai_compat.adapter import LegacyCallbackAdapter
@@ -95,41 +95,39 @@ def _kill_when(proc, ready, timeout=90.0):
     assert proc.returncode == -signal.SIGKILL
 
 
-def test_sigkill_mid_cycle_and_mid_checkpoint_write_then_rerun_resumes_and_matches_uninterrupted(tmp_path, capsys):
-    # Both interrupted runs start at once (subprocesses); the uninterrupted reference runs meanwhile in-process.
+def _interrupted_runs(tmp_path, *host: str):
+    """Two ``train`` runs of ``reliability_train.py`` killed by SIGKILL, one inside its third cycle (cycle-0001 is
+    written; the end of each cycle sleeps 0.6 s), one while its second checkpoint's temp file is on disk (before
+    the rename), and an uninterrupted reference run in this process. Returns the three runs' config files."""
     cycle_cfg, write_cfg, ref_cfg = (_write_run(tmp_path, n) for n in ("mid_cycle", "mid_write", "reference"))
-    script = str(SCRIPTS / "reliability_train.py")
-    mid_cycle = subprocess.Popen([sys.executable, script, "--config", str(cycle_cfg)], text=True,
-                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                 env=_env(RELIABILITY_SLOW="cycle", RELIABILITY_SLEEP="0.6"))
-    mid_write = subprocess.Popen([sys.executable, script, "--config", str(write_cfg)], text=True,
-                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                 env=_env(RELIABILITY_SLOW="write", RELIABILITY_SLEEP="60"))
+    command = [sys.executable, str(SCRIPTS / "reliability_train.py"), *host, "--config"]
+    mid_cycle = subprocess.Popen([*command, str(cycle_cfg)], text=True, stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, env=_env(RELIABILITY_SLOW="cycle", RELIABILITY_SLEEP="0.6"))
+    mid_write = subprocess.Popen([*command, str(write_cfg)], text=True, stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, env=_env(RELIABILITY_SLOW="write", RELIABILITY_SLEEP="60"))
     try:
-        assert main(["train", "--config", str(ref_cfg)]) == 0
-        ref_dir = ref_cfg.parent / "ckpt"
-        reference = read_training_checkpoint(ref_dir / "cycle-0005.ckpt")
+        assert main(["train", *host, "--config", str(ref_cfg)]) == 0
+        first, seen = cycle_cfg.parent / "ckpt" / "cycle-0001.ckpt", []
 
-        # mid-cycle: cycle-0001 is written, the run is inside cycle 2 (its end sleeps 0.6 s)
-        first = cycle_cfg.parent / "ckpt" / "cycle-0001.ckpt"
-        seen = []
-
-        def inside_cycle_two():
+        def inside_cycle_three():
             if first.exists() and not seen:
                 seen.append(time.monotonic())
             return bool(seen) and time.monotonic() - seen[0] > 0.3
 
-        _kill_when(mid_cycle, inside_cycle_two)
-        # mid-write: the second checkpoint's temp file is on disk, its rename has not happened
+        _kill_when(mid_cycle, inside_cycle_three)
         write_dir = write_cfg.parent / "ckpt"
         _kill_when(mid_write, lambda: any(write_dir.glob(".cycle-0003.ckpt.*.tmp")))
     finally:
-        for proc in (mid_cycle, mid_write):
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-
+        stop_processes((mid_cycle, mid_write))
+    # the partial file is on disk under its temp name only
     assert any(write_dir.glob(".cycle-0003.ckpt.*.tmp")) and not (write_dir / "cycle-0003.ckpt").exists()
+    return cycle_cfg, write_cfg, ref_cfg
+
+
+def test_sigkill_mid_cycle_and_mid_checkpoint_write_then_rerun_resumes_and_matches_uninterrupted(tmp_path, capsys):
+    # Both interrupted runs start at once (subprocesses); the uninterrupted reference runs meanwhile in-process.
+    cycle_cfg, write_cfg, ref_cfg = _interrupted_runs(tmp_path)
+    reference = read_training_checkpoint(ref_cfg.parent / "ckpt" / "cycle-0005.ckpt")
     for cfg in (cycle_cfg, write_cfg):
         ckpt_dir = cfg.parent / "ckpt"
         assert _all_checkpoints_read(ckpt_dir) == ["cycle-0001.ckpt"]  # only complete files carry the name
@@ -158,33 +156,8 @@ def test_sigkill_mid_cycle_and_mid_checkpoint_write_then_rerun_resumes_and_match
 def test_sigkill_under_the_legacy_host_then_the_same_command_resumes_and_matches_uninterrupted(tmp_path, capsys):
     """``--host legacy`` killed mid-cycle and mid-checkpoint-write: the same command again resumes from the newest
     complete checkpoint the legacy loop wrote (never the temp file) and ends where an uninterrupted run ends."""
-    cycle_cfg, write_cfg, ref_cfg = (_write_run(tmp_path, n) for n in ("mid_cycle", "mid_write", "reference"))
-    command = [sys.executable, str(SCRIPTS / "reliability_train.py"), "--host", "legacy", "--config"]
-    mid_cycle = subprocess.Popen([*command, str(cycle_cfg)], text=True, stdout=subprocess.PIPE,
-                                 stderr=subprocess.STDOUT, env=_env(RELIABILITY_SLOW="cycle", RELIABILITY_SLEEP="0.6"))
-    mid_write = subprocess.Popen([*command, str(write_cfg)], text=True, stdout=subprocess.PIPE,
-                                 stderr=subprocess.STDOUT, env=_env(RELIABILITY_SLOW="write", RELIABILITY_SLEEP="60"))
-    try:
-        assert main(["train", "--host", "legacy", "--config", str(ref_cfg)]) == 0
-        reference_out = capsys.readouterr().out
-        first = cycle_cfg.parent / "ckpt" / "cycle-0001.ckpt"
-        seen = []
-
-        def inside_cycle_three():  # cycle-0001 is written at the end of the run's 2nd cycle; each end sleeps 0.6 s
-            if first.exists() and not seen:
-                seen.append(time.monotonic())
-            return bool(seen) and time.monotonic() - seen[0] > 0.3
-
-        _kill_when(mid_cycle, inside_cycle_three)
-        write_dir = write_cfg.parent / "ckpt"
-        _kill_when(mid_write, lambda: any(write_dir.glob(".cycle-0003.ckpt.*.tmp")))
-    finally:
-        for proc in (mid_cycle, mid_write):
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-
-    assert any(write_dir.glob(".cycle-0003.ckpt.*.tmp"))  # the partial file is on disk, under its temp name
+    cycle_cfg, write_cfg, ref_cfg = _interrupted_runs(tmp_path, "--host", "legacy")
+    reference_out = capsys.readouterr().out
     ref_dir = ref_cfg.parent / "ckpt"
     summary = [line for line in reference_out.splitlines() if line.startswith("host: legacy; trained 6 cycles")]
     assert len(summary) == 1, reference_out
@@ -260,9 +233,7 @@ def test_a_killed_continuous_training_run_resumes_from_its_newest_version_with_n
     try:
         _kill_when(proc, lambda: any((cfg.parent / "ckpt").glob(".cycle-0003.ckpt.*.tmp")))
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        stop_processes((proc,))
     assert sorted(p.name for p in versions.glob("version_*.ckpt")) == ["version_0001.ckpt"]
     capsys.readouterr()
     assert main(["train", "--config", str(cfg)]) == 0  # the same command: the callback picks its newest version

@@ -20,6 +20,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 import fxai_compat.cli as cli
+from conftest import stop_processes
 from fxai_compat.cli import main
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -218,10 +219,7 @@ def test_a_worker_killed_mid_trial_on_sqlite_leaves_a_failed_trial_that_is_retri
             assert time.monotonic() < deadline, "timed out waiting for the workers' trial 1"
             time.sleep(0.1)  # a trial runs 8 cycles: this poll (two SQLite reads) lands in the middle of one
     finally:
-        for proc in killed.values():
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+        stop_processes(killed.values())
     for where, victim in victims.items():
         assert victim.state == TrialState.RUNNING and len(victim.intermediate_values) < 8, "the kill was not mid-trial"
         assert victim.user_attrs[cli._WORKER_ATTR] == f"{socket.gethostname()}:{killed[where].pid}"
@@ -240,10 +238,7 @@ def test_a_worker_killed_mid_trial_on_sqlite_leaves_a_failed_trial_that_is_retri
     try:
         outputs = {where: proc.communicate(timeout=150)[0] for where, proc in again.items()}
     finally:
-        for proc in again.values():
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+        stop_processes(again.values())
     for where, url in urls.items():
         out, victim = outputs[where], victims[where]
         assert again[where].returncode == 0 and "Traceback" not in out, out
