@@ -293,7 +293,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
                                   f"{', '.join(f'{k}={v}' for k, v in asked.items())} or use --host lightning.")
             callbacks, extras = _legacy_callbacks(run, run_dir)
             print(f"callback implementations: {', '.join(f'{n}=legacy (--host legacy)' for n in run.callbacks) or 'none'}")
-            trainer = LegacyTrainer(run.train, callbacks)
+            from .progress import RunProgress
+
+            trainer = LegacyTrainer(run.train, callbacks,
+                                    progress=RunProgress() if run.trainer.get("enable_progress_bar", True) else None)
             if resume_from:
                 print(f"resuming from {resume_from}")
             trainer.train(resume_from=resume_from)

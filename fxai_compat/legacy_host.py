@@ -71,7 +71,7 @@ class LegacyTrainer:
     """
 
     def __init__(self, config: TrainConfig | Mapping[str, Any], callbacks: Iterable[Any] | CallbackManager = (),
-                 *, on_error: str = "raise"):
+                 *, on_error: str = "raise", progress: Any = None):
         self.train_config = config if isinstance(config, TrainConfig) else TrainConfig.from_mapping(config)
         self.core = PPOCore(self.train_config)
         self.optimizer = self.core.make_optimizer()
@@ -81,6 +81,8 @@ class LegacyTrainer:
         self.run_cycles_done = 0
         self.checkpoint_paths: list[str] = []
         self._config_view = MappingProxyType(self.train_config.to_dict())
+        self.progress = progress
+        """A :class:`fxai_compat.progress.RunProgress` (or None): the run's progress, shown like under Lightning."""
 
     # -- trainer surface -------------------------------------------------------------------------
     @property
@@ -133,12 +135,22 @@ class LegacyTrainer:
         if resume_from is not None:
             self._restore(resume_from, whole_run=True)
         self.core.start(sink)
-        while self.run_cycles_done < cfg.cycles and not self.stop_training:
-            self._run_cycle(sink)
+        progress, core = self.progress, self.core
+        if progress is not None:  # after any restore: the run's own cycle numbers (see fxai_compat.progress)
+            progress.start(core.cycles_completed, core.cycles_completed + max(0, cfg.cycles - self.run_cycles_done),
+                           core.total_timesteps)
+        try:
+            while self.run_cycles_done < cfg.cycles and not self.stop_training:
+                metrics = self._run_cycle(sink)
+                if progress is not None:
+                    progress.cycle_done(core.cycles_completed, core.total_timesteps, metrics.get("episode_reward_mean"))
+        finally:
+            if progress is not None:
+                progress.close()
         self._fire("on_training_end")
         return self
 
-    def _run_cycle(self, sink: _ManagerSink) -> None:
+    def _run_cycle(self, sink: _ManagerSink) -> dict[str, Any]:
         cfg, core = self.train_config, self.core
         core.begin_cycle()
         core.collect_rollout(sink)
@@ -156,6 +168,7 @@ class LegacyTrainer:
         if cfg.checkpoint_due(self.run_cycles_done):
             path = self.save_checkpoint(Path(cfg.checkpoint_dir) / checkpoint_filename(core.cycle))
             self.checkpoint_paths.append(path)
+        return metrics
 
     def _fire(self, event: str, **offered: Any) -> None:
         if self.callbacks.fire(event, trainer=self, **offered):

@@ -47,7 +47,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.callbacks import ModelCheckpoint, ProgressBar
 from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 from pytorch_lightning.strategies import DDPStrategy
@@ -405,6 +405,13 @@ def build_trainer(config: TrainConfig, callbacks: Iterable[pl.Callback] | None =
         enable_checkpointing=any(isinstance(cb, ModelCheckpoint) for cb in callbacks), log_every_n_steps=1,
         default_root_dir=root, enable_progress_bar=False)
     kwargs.update(trainer_kwargs)
+    if kwargs.get("enable_progress_bar") and not any(isinstance(cb, ProgressBar) for cb in callbacks):
+        from .progress_bar import RunProgressBar
+
+        callbacks.append(RunProgressBar())  # one bar for the whole run, not Lightning's one per epoch
+    from .run_steps import ContinuedRunLogging
+
+    callbacks.append(ContinuedRunLogging())  # logged epoch/step continue after a resume outside ckpt_path
     strategy = kwargs.get("strategy")
     if isinstance(strategy, str) and strategy in _DDP_START_METHODS:
         kwargs["strategy"] = RLDDPStrategy(start_method=_DDP_START_METHODS[strategy])

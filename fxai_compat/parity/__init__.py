@@ -5,9 +5,28 @@ and that a native port behaves like its legacy counterpart (port parity).
 ``fxai_parity`` fixture turns it into an assertion whose message is the readable diff.
 """
 
-from .compare import DEFAULT_TOLERANCE, first_mismatch, normalize
-from .report import CallbackReport, ParityReport, run_parity_report, select_callbacks, write_plots
-from .trace import Divergence, ParityResult, TraceRecorder, check_trace_parity, record_trace
+
+import importlib
+from typing import Any
+
+# Names load lazily (PEP 562): the pytest plugin (fxai_compat.parity.plugin, a pytest11 entry point) is imported
+# by every pytest run of an environment with this package, and must not pay for torch and Lightning there.
+_EXPORTS = {
+    "DEFAULT_TOLERANCE": "compare", "first_mismatch": "compare", "normalize": "compare",
+    "CallbackReport": "report", "ParityReport": "report", "run_parity_report": "report",
+    "select_callbacks": "report", "write_plots": "report",
+    "Divergence": "trace", "ParityResult": "trace", "TraceRecorder": "trace", "check_trace_parity": "trace",
+    "record_trace": "trace",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
 
 
 def check_port_parity(name_or_pair, config, **options):
