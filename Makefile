@@ -6,11 +6,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install demo test bench bench-learning clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	# torch==2.13.0 is the CPU build that lies on this machine's disk (any other spec pulls a CUDA build).
-	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[test,plots]'
+	# pyproject.toml asks for version ranges; constraints.txt pins this machine's builds (torch==2.13.0, the CPU
+	# build on its disk: any other torch would pull a CUDA build).
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[test,plots,tensorboard]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -234,7 +234,9 @@ def _section_of(config: Any) -> Mapping[str, Any]:
         section = {}
     if not isinstance(section, Mapping):
         raise ConfigError(f"The callbacks section must be a mapping of name to options; got {type(section).__name__}.")
-    return section
+    from .port_discovery import resolve_section_ports
+
+    return resolve_section_ports(section)  # ports named by module:attr, and the installed entry-point ports
 
 
 def validate_callbacks(config: Any, impl: Mapping[str, str] | str | Iterable[str] | None = None, *,
@@ -244,8 +246,12 @@ def validate_callbacks(config: Any, impl: Mapping[str, str] | str | Iterable[str
     section = _section_of(config)
     unknown = [name for name in section if name not in REGISTRY]
     if unknown:
+        from .port_discovery import DISCOVERY_ERRORS
+
+        broken = f" (an installed port failed to load: {DISCOVERY_ERRORS[0]})" if DISCOVERY_ERRORS else ""
         raise ConfigError(f"Unknown callback(s) {', '.join(map(repr, unknown))} in the callbacks section; "
-                          f"known callbacks: {', '.join(REGISTRY)}.")
+                          f"known callbacks: {', '.join(REGISTRY)}; name your own port with port: module:attr or "
+                          f"install a package declaring it (entry points fxai_compat.ports){broken}.")
     choices = resolve_impls(section, _impl_overrides(impl), env)
     for name, options in section.items():
         options = dict(_entry_options(name, options))

@@ -55,8 +55,10 @@ def known_callbacks() -> list[str]:
     """Callbacks the report can check: the legacy stock callbacks and every registered port."""
     from legacy_callbacks import CALLBACK_CLASSES
 
+    from ..port_discovery import load_entry_point_ports
     from ..toggle import REGISTRY
 
+    load_entry_point_ports()  # the ports installed packages declare (entry points fxai_compat.ports)
     return list(dict.fromkeys([*CALLBACK_CLASSES, *REGISTRY]))
 
 
