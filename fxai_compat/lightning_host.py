@@ -446,6 +446,9 @@ def fit(config: TrainConfig | Mapping[str, Any], callbacks: Iterable[pl.Callback
 
 
 def _quiet_rl_warnings() -> None:
+    from .run_summary import quiet_noise
+
+    quiet_noise()  # Lightning's litlogger tips: nothing a user of this library can act on
     # One batch per epoch is the design, not a data-loading problem.
     for pattern in (".*does not have many workers.*", ".*smaller than the logging interval.*",
                     ".*is an invalid value for `max_epochs`.*", ".*Checkpoint directory .* exists and is not empty.*",

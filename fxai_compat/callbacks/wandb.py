@@ -131,8 +131,12 @@ class RLWandbCallback(RLCallback):
                              f"(loggers: {names}). Pass logger=create_wandb_logger(...) to fit() or the Trainer.")
         self._logger = loggers[0]
         if self.videos_enabled and importlib.util.find_spec("moviepy") is None:
-            self._warn_once("moviepy", "RLWandbCallback: moviepy is not installed, so episode videos are not logged "
-                                       "(pip install moviepy to enable them; other W&B logging is unaffected).")
+            # Worth saying only where there is something to film: for an environment that cannot render, installing
+            # moviepy would change nothing.
+            if _can_render(pl_module):
+                self._warn_once("moviepy", "RLWandbCallback: moviepy is not installed, so episode videos are not "
+                                           "logged (pip install moviepy to enable them; other W&B logging is "
+                                           "unaffected).")
             self.videos_enabled = False
 
     def on_train_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
@@ -183,6 +187,25 @@ def _rollout_values(pl_module: "pl.LightningModule") -> np.ndarray | None:
     # Until PPOCore exposes its rollout buffer publicly, read the buffer the core filled during collection.
     values = public() if callable(public) else getattr(core, "_buf_values", None)
     return None if values is None else torch.as_tensor(values).detach().reshape(-1).numpy().astype(np.float64)
+
+
+def _can_render(pl_module: "pl.LightningModule") -> bool:
+    """Whether :func:`episode_frames` can draw this module's environment (the FX environment draws its own frames;
+    a gymnasium environment needs an ``rgb_array`` renderer whose dependencies are installed)."""
+    config = getattr(pl_module, "config", None)
+    if config is None or getattr(config, "env", "fx") == "fx":
+        return config is not None
+    try:
+        import gymnasium as gym
+
+        env = gym.make(config.env, render_mode="rgb_array")
+        try:
+            env.reset(seed=0)
+            return env.render() is not None
+        finally:
+            env.close()
+    except Exception:
+        return False
 
 
 def episode_frames(pl_module: "pl.LightningModule", max_steps: int = 200, height: int = 64) -> np.ndarray:
