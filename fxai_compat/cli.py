@@ -17,14 +17,17 @@ from .config import ConfigError, TrainConfig, load_yaml
 
 __all__ = ["main", "load_run_config", "RunConfig"]
 
-_SECTIONS = ("train", "trainer", "callbacks")
+_SECTIONS = ("train", "trainer", "callbacks", "tune")
 
 
 class RunConfig:
-    """A run file: ``train`` (TrainConfig fields), ``trainer`` (pl.Trainer options), ``callbacks`` (one section each)."""
+    """A run file: ``train`` (TrainConfig fields), ``trainer`` (pl.Trainer options), ``callbacks`` (one section each),
+    ``tune`` (the search space of ``fxai-compat tune``, see :mod:`fxai_compat.tune_space`)."""
 
-    def __init__(self, train: TrainConfig, trainer: dict[str, Any], callbacks: dict[str, Any], source: str):
+    def __init__(self, train: TrainConfig, trainer: dict[str, Any], callbacks: dict[str, Any], source: str,
+                 tune_space: tuple = ()):
         self.train, self.trainer, self.callbacks, self.source = train, trainer, callbacks, source
+        self.tune_space = tune_space
 
 
 def _parse_set(items: list[str]) -> list[tuple[list[str], Any]]:
@@ -71,7 +74,13 @@ def load_run_config(path: str | None, overrides: list[str] = ()) -> RunConfig:
             raise ConfigError(f"--set {path_keys[0]}=... must name a key inside the section.")
         target[path_keys[-1]] = value
     train = TrainConfig.from_mapping(sections["train"], source=f"{source} [train]")
-    return RunConfig(train, sections["trainer"], sections["callbacks"], source)
+    from .loggers import check_logger_spec
+    from .tune_space import parse_tune_section
+
+    if "logger" in sections["trainer"]:  # checked here: a bad logger must fail before anything is built or written
+        check_logger_spec(sections["trainer"]["logger"], f"{source} [trainer] logger")
+    space = parse_tune_section(sections["tune"] or None, train, f"{source} [tune]")
+    return RunConfig(train, sections["trainer"], sections["callbacks"], source, space)
 
 
 def _legacy_callbacks(run: RunConfig, run_dir: Path):
@@ -80,17 +89,27 @@ def _legacy_callbacks(run: RunConfig, run_dir: Path):
 
     from .toggle import REGISTRY, BuildContext
 
+    from legacy_callbacks import CALLBACK_CLASSES
+
+    from .port_discovery import resolve_section_ports
+
     ctx = BuildContext(run_dir, run_dir / "shadow")
-    sections = {}
-    for name, opts in run.callbacks.items():
+    sections, own = {}, []
+    for name, opts in resolve_section_ports(run.callbacks).items():
         opts = {k: v for k, v in dict(opts or {}).items() if k != "impl"}
         pair = REGISTRY.get(name)
         if pair is not None and pair.prepare is not None and opts.get("enabled", True):
             enabled = opts.pop("enabled", True)
             opts = dict(pair.prepare(opts, ctx), enabled=enabled)
         sections[name] = opts
+        if name not in CALLBACK_CLASSES and pair is not None and opts.get("enabled", True) is not False:
+            own.append(name)  # a port of one's own (entry point or module:attr): its legacy side
     try:
-        return create_callbacks(sections), ctx.extras
+        built = []
+        for name, opts in sections.items():  # in the section's order
+            built += ([REGISTRY[name].legacy(**{k: v for k, v in opts.items() if k != "enabled"})] if name in own
+                      else create_callbacks({name: opts}))
+        return built, ctx.extras
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"{run.source} [callbacks]: {exc}") from None
 
@@ -116,9 +135,8 @@ def _train_lightning(run: RunConfig, impl: list[str], shadow_strict: bool, run_d
                      *, trial=None, ckpt_path: str | None = None, resume_explicit: bool = False):
     """Build the callbacks the config selects and run the Lightning host; returns (trainer, built).
     Objects made on the way (an Optuna study and trial) land in ``extras`` even if training fails."""
-    from pytorch_lightning.loggers import CSVLogger
-
     from .lightning_host import fit
+    from .loggers import build_loggers
     from .toggle import build_callbacks
 
     callbacks_section = dict(run.callbacks)
@@ -132,12 +150,7 @@ def _train_lightning(run: RunConfig, impl: list[str], shadow_strict: bool, run_d
                             extras=extras)
     print(f"callback implementations: {built.describe() or 'none'}")
     options = {"enable_progress_bar": True, **run.trainer}
-    loggers = options.pop("logger", None)
-    if loggers is None or loggers is True:
-        loggers = [CSVLogger(save_dir=str(run_dir), name="lightning_logs")]
-    elif loggers is False:
-        loggers = []
-    loggers = list(loggers) + built.loggers
+    loggers = build_loggers(options.pop("logger", None), run_dir, f"{run.source} [trainer] logger") + built.loggers
     for logger in loggers:
         logger.log_hyperparams({"train": run.train.to_dict(), "callback_impl": dict(built.impls)})
     try:
@@ -281,6 +294,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     run_dir = Path(run.train.checkpoint_dir).parent
     extras: dict[str, Any] = {}
     callbacks: list[Any] = []
+    loggers: list[Any] = []
     try:
         if args.host == "legacy":
             from .legacy_host import LegacyTrainer
@@ -309,8 +323,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             module = pl_trainer.lightning_module
             core, metrics = module.core, module.cycle_metrics()
             checkpoints = sorted(str(p) for p in Path(run.train.checkpoint_dir).glob("cycle-*.ckpt"))
-            if pl_trainer.logger is not None and getattr(pl_trainer.logger, "log_dir", None):
-                print(f"lightning logs: {pl_trainer.logger.log_dir}")
+            loggers = list(pl_trainer.loggers)
             if built.monitor is not None:
                 print(built.monitor.summary())
     except BaseException as exc:
@@ -322,17 +335,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
     _finish_trial(extras, "COMPLETE", metrics.get("episode_reward_mean", float("nan")))
     print(f"host: {args.host}; trained {core.cycles_completed} cycles in all, {core.total_timesteps} env steps, "
           f"{core.num_episodes} episodes; last episode_reward_mean {metrics.get('episode_reward_mean', float('nan')):.3f}")
-    print(f"checkpoints: {run.train.checkpoint_dir} ({len(checkpoints)} periodic)")
-    for cb in callbacks:
-        where = (getattr(cb, "save_dir", None) or getattr(cb, "checkpoint_dir", None) or getattr(cb, "dirpath", None)
-                 or getattr(getattr(cb, "run", None), "dir", None))
-        if where:
-            print(f"{type(cb).__name__}: {where}")
+    from .run_summary import output_lines
+
+    optuna_options = run.callbacks.get("optuna")
+    storage = optuna_options.get("storage") if isinstance(optuna_options, Mapping) else None
+    for line in output_lines(loggers=loggers, callbacks=callbacks, study=extras.get("optuna_study"), storage=storage,
+                             checkpoint_dir=run.train.checkpoint_dir, periodic=len(checkpoints)):
+        print(line)
     return 0
-
-
-_TUNED = {"lr": (1e-4, 3e-3, True), "ent_coef": (1e-4, 0.05, True), "clip": (0.1, 0.3, False),
-          "gae_lambda": (0.9, 0.99, False)}
 
 
 #: Seconds between two heartbeats of a running trial on an RDB storage, and without one before the trial is stale
@@ -347,6 +357,10 @@ def open_study(storage: str | None, study: str, *, direction: str = "maximize", 
     RDB storages get heartbeats, and a trial whose worker died is retried (Optuna's stale-trial retry);
     ``heartbeat=False`` for a trial driven by ask/tell (``train``), which Optuna warns heartbeats are not for."""
     import optuna
+
+    from .run_summary import quiet_noise
+
+    quiet_noise()  # Optuna's "A new study created" INFO line: the end of the run names the study and its storage
 
     try:
         if storage is None:
@@ -601,14 +615,16 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     study = open_study(args.storage, args.study, **beats)
     base_dir = Path(run.train.checkpoint_dir).parent / "tune" / args.study
 
+    from .tune_space import suggest, trial_callbacks, trial_wandb_group
+
     def objective(trial: optuna.Trial) -> float:
-        params = {name: trial.suggest_float(name, low, high, log=log) for name, (low, high, log) in _TUNED.items()}
+        params = suggest(trial, run.tune_space)
         trial_dir = base_dir / f"trial-{trial.number:04d}"
         train = run.train.replace(**params, checkpoint_dir=str(trial_dir / "checkpoints"))
-        callbacks = {name: ({**opts, **{key: str(trial_dir / name) for key in _TRIAL_DIR_OPTIONS if opts.get(key)}}
-                            if isinstance(opts, dict) else opts) for name, opts in run.callbacks.items()}
+        callbacks = trial_callbacks(run.callbacks, trial_dir, args.study, trial.number, _TRIAL_DIR_OPTIONS)
         trial_run = RunConfig(train, {**run.trainer, "enable_progress_bar": False}, callbacks, run.source)
-        pl_trainer, _ = _train_lightning(trial_run, args.impl, False, trial_dir, {}, trial=trial)
+        with trial_wandb_group(args.study, enabled="wandb" in callbacks):
+            pl_trainer, _ = _train_lightning(trial_run, args.impl, False, trial_dir, {}, trial=trial)
         value = pl_trainer.lightning_module.cycle_metrics()["episode_reward_mean"]
         if value != value:  # optuna would record a NaN objective as a silent FAIL, and the workers would loop on
             raise ConfigError(f"trial {trial.number}: episode_reward_mean of the last cycle is NaN (no episode ended "
@@ -635,6 +651,13 @@ def _cmd_tune(args: argparse.Namespace) -> int:
           f"{len(pruned)} pruned)" + (f"; {running} running in other workers" if running else ""))
     if complete:
         print(f"best: trial {study.best_trial.number}, episode_reward_mean {study.best_value:.3f}, {study.best_params}")
+    from .run_summary import dashboard_command, redact
+
+    dash = dashboard_command(args.storage)
+    print(f"storage: {redact(args.storage)}" + (f"; open the study with: {dash}" if dash else
+                                                 " (the study is gone when this process ends; pass --storage to keep it)"))
+    print(f"trial folders: {base_dir} (each trial's checkpoints, callback folders and W&B run, grouped as "
+          f"{args.study!r})")
     return 0
 
 

@@ -83,6 +83,10 @@ def output_lines(*, loggers: list[Any] = (), callbacks: list[Any] = (), study: A
         kind = type(logger).__name__
         if kind == "WandbLogger":
             lines += _wandb_lines("W&B run (native WandbLogger)", getattr(logger, "_experiment", None))
+        elif kind == "CSVLogger":
+            lines.append(f"CSV logs: {logger.log_dir}/metrics.csv")
+        elif kind == "TensorBoardLogger":
+            lines.append(f"TensorBoard logs: {logger.log_dir}; view them with: tensorboard --logdir {logger.log_dir}")
         elif getattr(logger, "log_dir", None):
             lines.append(f"{kind} logs: {logger.log_dir}")
     for cb in callbacks:

@@ -1,4 +1,5 @@
-"""The ``tune:`` section of a run file: the search space of ``fxai-compat tune``, checked before a study is opened.
+"""The ``tune:`` section of a run file: the search space of ``fxai-compat tune``, checked before a study is opened,
+and where each trial's outputs go (its own folder, its own W&B run in the study's W&B group).
 
 ::
 
@@ -17,14 +18,16 @@ fail on a value the config would refuse.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from .config import ConfigError, TrainConfig
 
-__all__ = ["Distribution", "DEFAULT_SPACE", "parse_tune_section", "suggest"]
+__all__ = ["Distribution", "DEFAULT_SPACE", "parse_tune_section", "suggest", "trial_callbacks", "trial_wandb_group"]
 
 
 @dataclass(frozen=True)
@@ -129,7 +132,8 @@ def parse_tune_section(section: Any, train: TrainConfig, where: str = "tune") ->
             try:
                 train.replace(**{name: list(value) if isinstance(value, tuple) else value})
             except ConfigError as exc:
-                raise ConfigError(f"{where}.params.{name}: {value!r} is not a valid value ({exc})") from None
+                raise ConfigError(f"{where}.params.{name}: {value!r} is not a valid value "
+                                  f"({str(exc).rstrip('.')}).") from None
         out.append(dist)
     return tuple(out)
 
@@ -148,3 +152,38 @@ def suggest(trial: Any, space: tuple[Distribution, ...]) -> dict[str, Any]:
         else:
             params[d.name] = trial.suggest_float(d.name, d.low, d.high, step=d.step, log=d.log)
     return params
+
+
+def trial_callbacks(callbacks: Mapping[str, Any], trial_dir: Any, study: str, number: int,
+                    dir_options: tuple[str, ...] = ("save_dir", "checkpoint_dir")) -> dict[str, Any]:
+    """A trial's callbacks section: options naming a directory point into the trial's folder (or the trials would
+    overwrite each other's best model and resume from each other's versions), and the W&B run is the trial's own
+    (``<trial dir>/wandb/<run>``, named ``<name or study>-trial-NNNN``)."""
+    out: dict[str, Any] = {}
+    for name, opts in callbacks.items():
+        if isinstance(opts, Mapping):
+            opts = {**opts, **{key: str(os.path.join(trial_dir, name)) for key in dir_options if opts.get(key)}}
+            if name == "wandb":
+                opts["dir"] = str(trial_dir)
+                opts["name"] = f"{opts.get('name') or study}-trial-{number:04d}"
+        out[name] = opts
+    return out
+
+
+@contextlib.contextmanager
+def trial_wandb_group(study: str, enabled: bool = True):
+    """W&B runs started inside (legacy ``WandbCallback`` and native ``WandbLogger`` alike) join the group ``study``,
+    so a study's trials sit together in the W&B project. Set as a global W&B setting (``wandb.setup``): the legacy
+    callback's ``wandb.init`` takes no group, and ``WANDB_RUN_GROUP`` is read only once per process."""
+    if not enabled:
+        yield
+        return
+    import wandb
+    from wandb.sdk import wandb_setup
+
+    before = wandb_setup.singleton().settings.run_group
+    wandb.setup(settings=wandb.Settings(run_group=study))
+    try:
+        yield
+    finally:
+        wandb_setup.singleton().settings.run_group = before  # update_from_dict skips None: set it back directly

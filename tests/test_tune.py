@@ -22,6 +22,7 @@ from optuna.trial import TrialState
 import fxai_compat.cli as cli
 from conftest import stop_processes
 from fxai_compat.cli import main
+from fxai_compat.tune_space import DEFAULT_SPACE
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 EXE = os.path.join(os.path.dirname(sys.executable), "fxai-compat")
@@ -63,8 +64,8 @@ def test_single_worker_runs_the_trials_and_resumes(tmp_path, capsys):
     trials = trials_of(storage())
     assert [t.number for t in trials] == [0, 1] and all(t.state == TrialState.COMPLETE for t in trials)
     for t in trials:
-        assert set(t.params) == set(cli._TUNED)
-        assert all(low <= t.params[k] <= high for k, (low, high, _) in cli._TUNED.items())
+        assert set(t.params) == {d.name for d in DEFAULT_SPACE}
+        assert all(d.low <= t.params[d.name] <= d.high for d in DEFAULT_SPACE)
         assert sorted(t.intermediate_values) == [0, 1, 2]  # reported every cycle by the native port
         # Each trial has its own directories: the checkpoint callback's best models do not overwrite each other.
         trial_dir = tmp_path / "run" / "tune" / "s" / f"trial-{t.number:04d}"
