@@ -118,3 +118,9 @@ def test_bad_port_names_are_one_line_exit_2(team_package, tmp_path, capsys, spec
 def test_an_unknown_name_says_how_to_declare_a_port(tmp_path, capsys):
     assert main(["train", "--config", _run_file(tmp_path, {"team_thing": {}})]) == 2
     assert "port: module:attr" in capsys.readouterr().err
+
+
+def test_the_legacy_host_builds_the_legacy_side_of_an_entry_point_port(team_package, tmp_path, capsys):
+    path = _run_file(tmp_path, {"metrics": {"window_size": 5}, "team_counter": {"start": 3}})
+    assert main(["train", "--config", path, "--host", "legacy"]) == 0
+    assert "metrics=legacy (--host legacy), team_counter=legacy (--host legacy)" in capsys.readouterr().out
