@@ -6,8 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from fxai_compat.cli import build_parser
-from fxai_compat.synopsis import END, START, _subparsers, render_synopsis
+from fxai_compat.cli import END, START, _subparsers, build_parser, render_synopsis
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -18,7 +17,8 @@ def _block() -> str:
 
 
 def test_readme_synopsis_is_generated_from_the_parsers():
-    assert _block() == render_synopsis(), "README.md's synopsis is stale: run python -m fxai_compat.synopsis"
+    assert _block() == render_synopsis(), ("README.md's synopsis is stale: run "
+                                           "python -c 'import fxai_compat.cli as c; c.sync_readme_synopsis()'")
 
 
 def test_every_option_of_every_command_help_is_in_the_readme():

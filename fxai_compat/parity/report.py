@@ -503,7 +503,7 @@ def _default_train_overrides() -> list[str]:
 def _cmd_parity(args: argparse.Namespace) -> int:
     import os
 
-    from ..cli import load_run_config
+    from ..runfile import load_run_config
 
     overrides = list(args.set) if args.config else _default_train_overrides() + list(args.set)
     run = load_run_config(args.config, overrides)
@@ -539,7 +539,7 @@ def add_parity_parser(sub: Any) -> argparse.ArgumentParser:
         description="Trace parity (each legacy callback sees the same events under the legacy loop and under "
                     "Lightning) and port parity (each native port agrees with its legacy callback, cycle by "
                     "cycle) for the selected callbacks. Exits 1 if any check fails.")
-    parity.add_argument("--config", help="YAML run config: its train section and its callbacks' options "
+    parity.add_argument("--config", metavar="FILE", help="YAML run config: its train section and its callbacks' options "
                                          "(default: a small parity config and every callback with defaults)")
     parity.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a value: cycles=4 (train section) or callbacks.metrics.window_size=5")
