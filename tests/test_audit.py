@@ -215,7 +215,8 @@ def test_json_output_follows_the_documented_schema(tmp_path, capsys):
     out = capsys.readouterr().out
     data = json.loads(out)
     assert code == 1 == data["exit_code"]
-    assert set(data) == {"schema", "target", "kind", "configs", "files", "classes", "warnings", "summary", "exit_code"}
+    assert set(data) == {"schema", "target", "kind", "configs", "files", "classes", "warnings", "ports", "summary",
+                         "exit_code"}
     assert data["schema"] == SCHEMA_VERSION and data["kind"] == "package" and data["configs"] == [str(config)]
     assert set(data["summary"]) == {"files", "import_errors", "classes", "ready", "needs_attention", "cannot_adapt"}
     for f in data["files"]:

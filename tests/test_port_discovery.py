@@ -4,6 +4,8 @@ by the command line (train, parity) like the built-in ports."""
 
 from __future__ import annotations
 
+import json
+import re
 import textwrap
 
 import pytest
@@ -124,3 +126,18 @@ def test_the_legacy_host_builds_the_legacy_side_of_an_entry_point_port(team_pack
     path = _run_file(tmp_path, {"metrics": {"window_size": 5}, "team_counter": {"start": 3}})
     assert main(["train", "--config", path, "--host", "legacy"]) == 0
     assert "metrics=legacy (--host legacy), team_counter=legacy (--host legacy)" in capsys.readouterr().out
+
+
+def test_audit_lists_the_ports_found_and_where_from(team_package, tmp_path, capsys):
+    (tmp_path / "mine.py").write_text("class MyCounter:\n    def on_cycle_complete(self, metrics):\n        pass\n")
+    config = _run_file(tmp_path, {"counter": {"port": "team_ports:PAIR"}})
+    assert main(["audit", str(tmp_path / "mine.py"), "--config", config]) == 0
+    out = capsys.readouterr().out
+    assert "ports registered (" in out
+    assert re.search(r"^  team_counter +entry point team_counter = team_ports:make_pair \(team-ports 1\.2\)$", out, re.M)
+    assert re.search(r"^  counter +callbacks\.counter\.port team_ports:PAIR \(" + re.escape(config) + r"\)$", out, re.M)
+    assert re.search(r"^  metrics +built in \(fxai_compat\.toggle\)$", out, re.M)
+    assert "warning: port not loaded: entry point broken_port = team_ports_missing:PAIR (team-ports 1.2): cannot import" in out
+    assert main(["audit", str(tmp_path / "mine.py"), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["ports"]["team_counter"].startswith("entry point team_counter = team_ports:make_pair")

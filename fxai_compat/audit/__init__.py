@@ -83,7 +83,11 @@ JSON (``--json``; one object on stdout; ``schema`` is 1)::
           "verdict_text": str,                  # "needs attention: ..." as printed
           "notes": [str]
       }],
-      "warnings": [str],                        # e.g. a config entry that names no registered port
+      "warnings": [str],                        # e.g. a config entry that names no registered port, an
+                                                # installed entry point that failed to load
+      "ports": {str: str},                      # every registered port -> where it came from (built in, an
+                                                # fxai_compat.ports entry point and its distribution, a run
+                                                # file's port: module:attr, register_port in this process)
       "summary": {"files": int, "import_errors": int, "classes": int, "ready": int,
                   "needs_attention": int, "cannot_adapt": int},
       "exit_code": 0 | 1

@@ -441,7 +441,9 @@ def _load_configs(paths: list[str]) -> list[tuple[str, str, str, str, bool]]:
     for path in paths:
         try:
             run = load_run_config(path)
-            choices = resolve_impls(run.callbacks)
+            from ..port_discovery import resolve_section_ports
+
+            choices = resolve_impls(resolve_section_ports(run.callbacks, path))  # port: module:attr entries too
         except ConfigError as exc:
             message = str(exc)
             raise ConfigError(message if path in message else f"--config {path}: {message}") from None
@@ -456,9 +458,12 @@ def _load_configs(paths: list[str]) -> list[tuple[str, str, str, str, bool]]:
 
 def audit(target: str, configs: Iterable[str] = ()) -> AuditReport:
     """Audit ``target`` (module/package name, folder or .py file); see the module docstring."""
+    from ..port_discovery import DISCOVERY_ERRORS, port_sources
+
     configs = [str(c) for c in configs]
     kind, files = _resolve_target(target)
     selections = _load_configs(configs)  # a bad run file is a user error: before importing anything
+    port_sources()  # the installed packages' entry-point ports, before the classes are matched with ports
     roots = [f.root for f in files if f.root is not None]
     added = []
     for root in dict.fromkeys(roots):
@@ -507,8 +512,8 @@ def audit(target: str, configs: Iterable[str] = ()) -> AuditReport:
         for root in added:
             with contextlib.suppress(ValueError):
                 sys.path.remove(root)
-    warnings = _apply_configs(reports, selections, configs)
-    return AuditReport(target, kind, configs, file_reports, reports, warnings)
+    warnings = _apply_configs(reports, selections, configs) + [f"port not loaded: {e}" for e in DISCOVERY_ERRORS]
+    return AuditReport(target, kind, configs, file_reports, reports, warnings, port_sources())
 
 
 def _add_ports(report: ClassReport, cls: type | None) -> None:

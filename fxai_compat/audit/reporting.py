@@ -158,6 +158,8 @@ class AuditReport:
     files: list[FileReport]
     classes: list[ClassReport]
     warnings: list[str] = field(default_factory=list)
+    ports: dict[str, str] = field(default_factory=dict)
+    """Every registered port -> where it came from (``fxai_compat.port_discovery.port_sources``)."""
 
     @property
     def exit_code(self) -> int:
@@ -173,7 +175,8 @@ class AuditReport:
     def to_dict(self) -> dict[str, Any]:
         return {"schema": SCHEMA_VERSION, "target": self.target, "kind": self.kind, "configs": list(self.configs),
                 "files": [asdict(f) for f in self.files], "classes": [asdict(c) for c in self.classes],
-                "warnings": list(self.warnings), "summary": self.summary(), "exit_code": self.exit_code}
+                "warnings": list(self.warnings), "ports": dict(self.ports), "summary": self.summary(),
+                "exit_code": self.exit_code}
 
 
 # -- output --------------------------------------------------------------------------------------------
@@ -232,6 +235,11 @@ def render_text(report: AuditReport) -> str:
         for note in c.notes:
             out.append(f"  {'note':<10}{note}")
         out.append(f"  {'verdict':<10}{c.verdict_text}")
+    if report.ports:
+        out.append("")
+        out.append(f"ports registered ({len(report.ports)}), and where from:")
+        width = max(map(len, report.ports))
+        out += [f"  {name:<{width}}  {source}" for name, source in report.ports.items()]
     for warning in report.warnings:
         out.append("")
         out.append(f"warning: {warning}")
