@@ -30,7 +30,8 @@ class RunProgressBar(TQDMProgressBar):
         done = int(getattr(core, "cycles_completed", trainer.current_epoch))
         max_epochs = trainer.max_epochs
         total = done + max(0, max_epochs - trainer.current_epoch) if max_epochs not in (None, -1) else None
-        self.progress.start(done, total, getattr(core, "total_timesteps", None))
+        steps = getattr(core, "total_timesteps", None)  # under DDP each rank steps as many envs: all ranks' count
+        self.progress.start(done, total, steps * trainer.world_size if steps is not None else None)
 
     def on_sanity_check_start(self, *_: Any) -> None:
         pass
@@ -52,12 +53,14 @@ class RunProgressBar(TQDMProgressBar):
             return
         core = getattr(pl_module, "core", None)
         cycle = int(getattr(core, "cycles_completed", trainer.current_epoch + 1))
+        steps = getattr(core, "total_timesteps", None)
         reward = None
-        if callable(getattr(pl_module, "cycle_metrics", None)):
-            reward = pl_module.cycle_metrics().get("episode_reward_mean")
+        if callable(getattr(pl_module, "cycle_metrics", None)):  # the cycle's metrics over all ranks (DDP)
+            metrics = pl_module.cycle_metrics()
+            reward, steps = metrics.get("episode_reward_mean"), metrics.get("timesteps_total", steps)
         elif "train/episode_reward_mean" in trainer.callback_metrics:
             reward = float(trainer.callback_metrics["train/episode_reward_mean"])
-        self.progress.cycle_done(cycle, getattr(core, "total_timesteps", None), reward)
+        self.progress.cycle_done(cycle, int(steps) if steps is not None else None, reward)
 
     def on_train_end(self, *_: Any) -> None:
         self.progress.close()
