@@ -104,16 +104,16 @@ def _train_lightning(run: RunConfig, impl: list[str], shadow_strict: bool, run_d
             if callable(getattr(callback, "check_pruned", None)):
                 callback.check_pruned()
     finally:
-        _finish_wandb_runs(built)
+        _finish_wandb_runs(built, loggers)
     return trainer, built
 
 
-def _finish_wandb_runs(built) -> None:
+def _finish_wandb_runs(built, loggers=()) -> None:
     """Finish the W&B runs this run opened. A WandbLogger never finishes its run and the next WandbLogger of the
     process reuses a run in progress: without this, every tune trial after the first logged into the first
     trial's run. A legacy WandbCallback finishes its own run in on_training_end, which a pruned or failed
-    fit never reaches."""
-    for logger in built.loggers:
+    fit never reaches. ``loggers``: the run's loggers (a ``trainer.logger: wandb`` too), ``built.loggers`` among them."""
+    for logger in {id(lg): lg for lg in [*built.loggers, *loggers]}.values():
         experiment = getattr(logger, "_experiment", None)
         if experiment is not None and callable(getattr(experiment, "finish", None)):
             experiment.finish()

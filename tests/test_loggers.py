@@ -68,3 +68,18 @@ def test_bad_logger_values_are_one_line_exit_2_before_anything_runs(tmp_path, ca
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and "[trainer] logger" in err, err
     assert not (tmp_path / "run").exists()
+
+
+def test_wandb_logger_by_name_is_an_offline_run_in_the_run_folder(tmp_path, capsys):
+    import re
+    from pathlib import Path
+
+    assert main(["train", "--config", _run_file(tmp_path, logger="wandb")]) == 0
+    found = re.search(r"^W&B run \(native WandbLogger\): (\S+); upload it with: wandb sync \1$",
+                      capsys.readouterr().out, re.M)
+    assert found and Path(found[1]).parent == tmp_path / "run" / "wandb" and list(Path(found[1]).glob("run-*.wandb"))
+    # Its run was finished: the next W&B logger of the process gets a run of its own (WandbLogger reuses one in
+    # progress otherwise).
+    import wandb
+
+    assert wandb.run is None
