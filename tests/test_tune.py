@@ -101,11 +101,15 @@ def test_pruned_trials_are_recorded_pruned(tmp_path, capsys):
 
 @pytest.mark.parametrize("impl", ["native", "legacy"])
 def test_each_trial_gets_its_own_wandb_run(tmp_path, impl):
-    """A WandbLogger never finishes its run, and the next one in the process reuses it: trials must not share."""
+    """A WandbLogger never finishes its run, and the next one in the process reuses it: trials must not share. Each
+    trial's run goes in the trial's own folder (not the entry's dir, shared by all trials)."""
     config = write_config(tmp_path, cycles=2, wandb={"project": "tune", "mode": "offline", "dir": str(tmp_path / "wb")},
                           optuna={})
     assert tune(config, journal(tmp_path)[0], 2, "--impl", f"wandb={impl}") == 0
-    assert len(list((tmp_path / "wb" / "wandb").glob("offline-run-*"))) == 2
+    for n in (0, 1):
+        trial_dir = tmp_path / "run" / "tune" / "s" / f"trial-{n:04d}"
+        assert len(list((trial_dir / "wandb").glob("offline-run-*"))) == 1
+    assert not (tmp_path / "wb").exists()
 
 
 def _worker(config, url, n, log, *extra):
