@@ -390,7 +390,9 @@ class CycleCheckpoint(RLModelCheckpoint):
 
 def build_trainer(config: TrainConfig, callbacks: Iterable[pl.Callback] | None = None, **trainer_kwargs: Any) -> pl.Trainer:
     """A ``pl.Trainer`` set up for RL cycles: one epoch per cycle, validation every ``eval_every``
-    epochs, periodic checkpoints, atomic notifying checkpoint writes, CSV logs. ``trainer_kwargs`` win."""
+    epochs, periodic checkpoints, atomic notifying checkpoint writes, CSV logs. ``trainer_kwargs`` win.
+    ``enable_progress_bar=True`` shows one progress display for the whole run (``RunProgressBar``) unless a
+    progress bar is among ``callbacks``; logged epoch/step continue after a resume (``ContinuedRunLogging``)."""
     callbacks = list(callbacks or [])
     # A user's own ModelCheckpoint (e.g. monitoring a metric) comes in addition to the periodic cycle
     # checkpoints; enable_checkpointing=False turns the periodic ones off.
