@@ -38,7 +38,7 @@ from legacy_callbacks import ON_ERROR_POLICIES, CallbackManager, TrainingContext
 from legacy_callbacks.base import EVENTS
 from legacy_callbacks.callback_manager import _is_control_flow
 
-from . import lightning_host
+from . import envwrap, lightning_host
 from .checkpoints import load_weights_only, read_training_checkpoint
 from .events import (CHECKPOINT_IO_SOURCE, EVENT_MAP, LIGHTNING_SOURCE, RL_SOURCE, EventRoute, route_for)
 from .legacy_host import callback_state_keys
@@ -170,6 +170,8 @@ class LightningTrainerView:
         if counters is not None:
             return counters[index]
         core = getattr(self._module, "core", None)
+        if core is None:
+            core = envwrap.hub_of(self._trainer)  # a user's module with wrap_env'd environments (Level 2)
         return getattr(core, name) if core is not None else getattr(self._adapter, fallback)
 
     @property
@@ -458,6 +460,9 @@ class LegacyCallbackAdapter(Callback):
             return self._metrics(module)
         if name == "eval_results":
             results = getattr(module, "last_eval_results", None)
+            hub = envwrap.hub_of(self._trainer)
+            if results is None and hub is not None:
+                results = hub.last_eval_results  # a role="eval" wrapped env's episodes of this validation
             if results is None:
                 metrics = self._trainer.callback_metrics
                 results = {key: _nan_if_missing(metrics, f"val/{key}") for key in
@@ -484,6 +489,11 @@ class LegacyCallbackAdapter(Callback):
                 if key in ("timesteps_total", "episodes_total", "cycle") and not (isinstance(value, float) and math.isnan(value)):
                     value = int(value)
                 metrics[key] = value
+        hub = envwrap.hub_of(self._trainer)
+        if hub is not None and getattr(module, "core", None) is None:
+            # Level 2: the legacy episode keys come from what the wrapped environments really did.
+            metrics.update(hub.cycle_metrics())
+            metrics.setdefault("cycle", self._view.cycle)
         return metrics
 
     def _make_rl_handler(self, rl_event: str, events: list[str]):
@@ -711,6 +721,8 @@ class LegacyCallbackAdapter(Callback):
             if self._on_file_saved not in self._io.listeners:  # setup runs per stage: never listen twice
                 self._io.listeners.append(self._on_file_saved)
         self._configure_for_module(pl_module)
+        if stage == "fit":
+            envwrap.attach(trainer, pl_module)  # binds the module's wrap_env'd environments to this run
         # on_training_start fires here, before Lightning restores a ckpt_path (module, callback state),
         # as the legacy loop fires it before restoring resume_from: a resumed run shows the same counters
         # and model at on_training_start, callback state loaded afterwards is not reset by it, and the
@@ -835,7 +847,7 @@ class LegacyCallbackAdapter(Callback):
         self._dispatch_hook("on_train_batch_start")
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if getattr(pl_module, "rl_events", None) is None:
+        if getattr(pl_module, "rl_events", None) is None and envwrap.hub_of(trainer) is None:
             self._fallback_from_batch(outputs, batch)
         self._dispatch_hook("on_train_batch_end")
 

@@ -1,0 +1,588 @@
+"""Level 2 of bringing your own module: ``wrap_env``, a gymnasium wrapper that announces the environment's
+RL events to the Lightning run it is stepped in.
+
+One line in a user's LightningModule (``self.env = wrap_env(env)``) and the legacy callbacks of the run get
+exact ``on_step_start`` / ``on_step_end`` / ``on_episode_start`` / ``on_episode_end`` (true episode returns
+and lengths, ``env_index``), ``on_rollout_start`` / ``on_rollout_end`` around the environment steps of a
+cycle, the trainer counters ``total_timesteps`` / ``num_episodes``, and the legacy metric keys
+``timesteps_total``, ``episodes_total``, ``episode_reward_mean``, ``episode_length_mean`` (over the episodes
+that ended in the cycle). An ``role="eval"`` wrapper's episodes are kept apart: they never reach
+``on_episode_end`` or the counters, and give the ``eval_results`` of the validation loop they ran in.
+
+How a wrapper finds its run (no help from the module):
+
+* ``LegacyCallbackAdapter.setup`` calls :func:`attach`, which gives the trainer one :class:`EnvEventHub`
+  (a Lightning callback placed first in ``trainer.callbacks``) and binds every wrapped env it finds on the
+  module, its datamodule, and their attributes one level down (lists, tuples, dicts, datasets included).
+* A wrapped env held elsewhere binds at its first ``reset``/``step`` inside ``fit``: the wrapper looks up
+  the ``Trainer._run`` frame on the call stack (once per fit).
+* At the end of ``fit`` (``teardown``, or an exception) the hub unbinds every wrapper. Stepping a wrapped
+  env outside ``fit`` passes through to the env and warns once (:class:`OutsideFitWarning`); so does stepping
+  it in a ``DataLoader`` worker process (events cannot cross processes: use ``num_workers=0``).
+
+Event moments: ``on_episode_start`` at ``reset`` (and, for a vector env that resets itself, right after the
+episode's ``on_episode_end``, as the contract orders it); episodes begun before ``fit`` are announced at the
+env's first use inside ``fit``. ``on_rollout_start`` comes before the first env step of a cycle;
+``on_rollout_end`` before the next optimizer update (``on_before_backward`` / ``on_before_optimizer_step``)
+or at the epoch's end, whichever is first; a module that steps the env between updates (off-policy, one
+env step per ``training_step``) therefore has one short rollout per update. A ``reset`` in the middle of
+an episode abandons it without an ``on_episode_end`` (it did not end).
+
+Counting: a vector env in ``AutoresetMode.NEXT_STEP`` (gymnasium's default) spends one ``step`` call on
+resetting each finished sub-env; that call is not a transition, so it adds nothing to ``total_timesteps``
+nor to the next episode's length. ``SAME_STEP`` resets inside the ending step; ``DISABLED`` leaves the reset
+to the caller (``reset(options={"reset_mask": ...})``), which announces the new episodes.
+
+Cost: without listeners and adapters on the trainer a bound wrapper only forwards; with them, per vector
+step a few numpy operations, and each RL payload is built only when a callback listens to its event.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import warnings
+from typing import Any
+
+import gymnasium
+import numpy as np
+from pytorch_lightning.callbacks import Callback
+
+__all__ = ["wrap_env", "RLEnvWrapper", "RLVectorEnvWrapper", "EnvEventHub", "OutsideFitWarning", "attach",
+           "hub_of", "ROLES"]
+
+#: What a wrapped env is for: training episodes (events, counters, metrics) or evaluation episodes (kept apart).
+ROLES = ("train", "eval")
+_RL_EVENTS = ("episode_start", "rollout_start", "step_start", "step_end", "episode_end", "rollout_end")
+_HUB_ATTR = "_fxai_env_hub"
+
+
+class OutsideFitWarning(UserWarning):
+    """A wrapped env was stepped where no Lightning ``fit`` can hear it (issued once per wrapper)."""
+
+
+def wrap_env(env: Any, *, role: str = "train") -> "RLEnvWrapper | RLVectorEnvWrapper":
+    """Wrap a ``gymnasium.Env`` or ``gymnasium.vector.VectorEnv`` so that the Lightning run stepping it
+    announces its RL events to legacy callbacks (see the module docstring). ``role="eval"`` for an
+    evaluation env. An env that is already wrapped is returned as it is (its role must agree)."""
+    if role not in ROLES:
+        raise ValueError(f"wrap_env role must be one of {', '.join(map(repr, ROLES))}; got {role!r}.")
+    if isinstance(env, (RLEnvWrapper, RLVectorEnvWrapper)):
+        if env.role != role:
+            raise ValueError(f"This env is already wrapped with role={env.role!r}; wrap the inner env "
+                             f"(env.env) again for role={role!r}.")
+        return env
+    if isinstance(env, gymnasium.vector.VectorEnv):
+        return RLVectorEnvWrapper(env, role=role)
+    if isinstance(env, gymnasium.Env):
+        return RLEnvWrapper(env, role=role)
+    raise TypeError(f"wrap_env needs a gymnasium.Env or gymnasium.vector.VectorEnv; got {type(env).__module__}."
+                    f"{type(env).__qualname__}. Wrap the env object your module steps (for a gym or other API, "
+                    f"convert it to gymnasium first, e.g. with shimmy).")
+
+
+# -- finding the run ------------------------------------------------------------------------------
+def hub_of(trainer: Any) -> "EnvEventHub | None":
+    """The live hub of ``trainer`` (None if no wrapped env is bound to it)."""
+    hub = getattr(trainer, _HUB_ATTR, None)
+    return hub if hub is not None and hub.live else None
+
+
+def attach(trainer: Any, pl_module: Any) -> "EnvEventHub | None":
+    """Bind the wrapped envs reachable from ``pl_module`` (and the trainer's datamodule) to ``trainer``.
+
+    Called by ``LegacyCallbackAdapter.setup``; idempotent. Returns the hub, or None if no wrapped env is
+    reachable (one may still bind at its first use inside ``fit``).
+    """
+    found = _reachable_wrappers(pl_module) + _reachable_wrappers(getattr(trainer, "datamodule", None))
+    hub = hub_of(trainer)
+    if not found:
+        return hub
+    hub = hub or EnvEventHub(trainer, pl_module)
+    for wrapper in found:
+        hub.bind(wrapper)
+    return hub
+
+
+def _reachable_wrappers(root: Any) -> list:
+    if root is None:
+        return []
+    out: list = []
+    seen: set[int] = set()
+
+    def visit(obj: Any, depth: int) -> None:
+        if id(obj) in seen or depth > 2:
+            return
+        seen.add(id(obj))
+        if isinstance(obj, (RLEnvWrapper, RLVectorEnvWrapper)):
+            out.append(obj)
+            return
+        if isinstance(obj, (list, tuple)):
+            children = obj
+        elif isinstance(obj, dict):
+            children = obj.values()
+        elif hasattr(obj, "__dict__") and not isinstance(obj, type):
+            children = vars(obj).values()
+        else:
+            return
+        for child in children:
+            if not isinstance(child, (str, bytes, int, float, np.ndarray)) and not _is_tensor(child):
+                visit(child, depth + 1)
+
+    visit(root, 0)
+    return out
+
+
+def _is_tensor(obj: Any) -> bool:
+    return type(obj).__module__.startswith("torch") and hasattr(obj, "dtype")
+
+
+def _running_fit() -> Any:
+    """The ``pl.Trainer`` whose ``fit`` is running on this thread's call stack, or None."""
+    import pytorch_lightning as pl
+
+    code = pl.Trainer._run.__code__
+    frame = sys._getframe(2)
+    while frame is not None:
+        if frame.f_code is code:
+            trainer = frame.f_locals.get("self")
+            fn = getattr(getattr(trainer, "state", None), "fn", None)
+            return trainer if getattr(fn, "value", fn) == "fit" else None
+        frame = frame.f_back
+    return None
+
+
+# -- the hub: one per trainer ------------------------------------------------------------------------
+class EnvEventHub(Callback):
+    """The env side of one Lightning run: counters, the cycle's episodes, rollout boundaries, and delivery
+    of the wrapped envs' RL events to every callback defining ``on_rl_<event>(trainer, pl_module, payload)``.
+
+    Placed first in ``trainer.callbacks``, so that it closes an open rollout before any other callback hears
+    of an update or of the epoch's end. Not created by users: :func:`attach` and the wrappers make it.
+    """
+
+    def __init__(self, trainer: Any, pl_module: Any):
+        super().__init__()
+        self.trainer, self.pl_module = trainer, pl_module
+        self.live = True
+        self.wrappers: list = []
+        self.n_train_envs = 0
+        # The contract's counters (training envs only).
+        self.vector_steps = 0
+        self.total_timesteps = 0
+        self.num_episodes = 0
+        self._episodes_started = 0
+        self.rollout_open = False
+        self._rollout_steps = 0
+        self._rollout_returns: list[float] = []
+        # The cycle now running, and the metrics of the last one finished (what on_metrics_computed reads).
+        self._cycle_returns: list[float] = []
+        self._cycle_lengths: list[int] = []
+        self._eval_episodes: list[tuple[float, int, float]] = []
+        self._in_validation = False
+        self.last_cycle_metrics: dict[str, Any] | None = None
+        self.last_eval_results: dict[str, Any] | None = None
+        self.listeners = {event: _listeners(trainer, f"on_rl_{event}") for event in _RL_EVENTS}
+        self.wants = {event: bool(fns) for event, fns in self.listeners.items()}
+        # Nobody to tell: no RL listener and no legacy adapter (which reads counters and metrics).
+        from .adapter import LegacyCallbackAdapter
+
+        self.quiet = not any(self.wants.values()) and not any(isinstance(cb, LegacyCallbackAdapter)
+                                                              for cb in trainer.callbacks)
+        setattr(trainer, _HUB_ATTR, self)
+        # A new list object: a hook loop running over the old one right now (setup) is not disturbed.
+        trainer.callbacks = [self] + [cb for cb in trainer.callbacks if not isinstance(cb, EnvEventHub)]
+
+    @property
+    def state_key(self) -> str:
+        return "fxai_compat.EnvEventHub"
+
+    def bind(self, wrapper: Any) -> None:
+        if wrapper in self.wrappers:
+            return
+        if wrapper._hub is not None and wrapper._hub is not self:
+            wrapper._hub.unbind(wrapper)
+        self.wrappers.append(wrapper)
+        if wrapper.role == "train":
+            wrapper._env_base = self.n_train_envs
+            self.n_train_envs += wrapper._n
+        wrapper._hub = self
+        wrapper._fast = None  # its first use inside fit announces the episodes it began before (_resolve)
+
+    def unbind(self, wrapper: Any) -> None:
+        if wrapper in self.wrappers:
+            self.wrappers.remove(wrapper)
+        wrapper._hub = wrapper._fast = None
+
+    # -- events -------------------------------------------------------------------------------------
+    def emit(self, event: str, payload: Any) -> None:
+        trainer, module = self.trainer, self.pl_module
+        for fn in self.listeners[event]:
+            fn(trainer, module, payload)
+
+    def new_episode_index(self) -> int:
+        index = self._episodes_started
+        self._episodes_started += 1
+        return index
+
+    def open_rollout(self) -> None:
+        self.rollout_open = True
+        self._rollout_steps = 0
+        self._rollout_returns = []
+        if self.wants["rollout_start"]:
+            self.emit("rollout_start", None)
+
+    def close_rollout(self) -> None:
+        if not self.rollout_open:
+            return
+        self.rollout_open = False
+        if self.wants["rollout_end"]:
+            returns = self._rollout_returns
+            self.emit("rollout_end", {"steps": self._rollout_steps, "episodes": len(returns),
+                                      "reward_mean": _mean(returns)})
+
+    def episode_ended(self, ret: float, length: int) -> None:
+        self.num_episodes += 1
+        self._cycle_returns.append(ret)
+        self._cycle_lengths.append(length)
+        self._rollout_returns.append(ret)
+
+    def eval_episode_ended(self, ret: float, length: int, win_rate: float) -> None:
+        if not self.trainer.sanity_checking:
+            self._eval_episodes.append((ret, length, win_rate))
+
+    # -- what the adapter reads -----------------------------------------------------------------------
+    def cycle_metrics(self) -> dict[str, Any]:
+        """The legacy metric keys of the cycle just finished (of the running one before any has finished)."""
+        return dict(self.last_cycle_metrics) if self.last_cycle_metrics is not None else self._metrics_now()
+
+    def _metrics_now(self) -> dict[str, Any]:
+        metrics = {"timesteps_total": self.total_timesteps, "episodes_total": self.num_episodes,
+                   "episode_reward_mean": _mean(self._cycle_returns),
+                   "episode_length_mean": _mean(self._cycle_lengths)}
+        if self.last_eval_results is not None:
+            metrics["eval_episode_reward_mean"] = self.last_eval_results["episode_reward_mean"]
+            metrics["eval_win_rate"] = self.last_eval_results["win_rate"]
+        return metrics
+
+    # -- Lightning hooks (this callback runs first) -----------------------------------------------------
+    def on_before_backward(self, trainer, pl_module, loss) -> None:
+        if self.rollout_open:
+            self.close_rollout()
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        if self.rollout_open:
+            self.close_rollout()
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self.last_eval_results = None
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.close_rollout()
+        self.last_cycle_metrics = self._metrics_now()
+        self._cycle_returns, self._cycle_lengths = [], []
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        if not trainer.sanity_checking:
+            self._eval_episodes = []
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking or not any(w.role == "eval" for w in self.wrappers):
+            return
+        returns = [r for r, _, _ in self._eval_episodes]
+        wins = [w for _, _, w in self._eval_episodes if not math.isnan(w)]
+        self.last_eval_results = {
+            "episode_reward_mean": _mean(returns), "episode_reward_std": float(np.std(returns)) if returns else math.nan,
+            "episode_length_mean": _mean([n for _, n, _ in self._eval_episodes]), "episodes": len(returns),
+            "win_rate": _mean(wins)}
+
+    def teardown(self, trainer, pl_module, stage: str) -> None:
+        self.close()
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """The end of the fit: every wrapper unbinds (a later step outside fit passes through and warns)."""
+        if not self.live:
+            return
+        self.live = False
+        for wrapper in list(self.wrappers):
+            self.unbind(wrapper)
+        trainer = self.trainer
+        trainer.callbacks = [cb for cb in trainer.callbacks if cb is not self]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"vector_steps": self.vector_steps, "total_timesteps": self.total_timesteps,
+                "num_episodes": self.num_episodes, "episodes_started": self._episodes_started}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.vector_steps = state["vector_steps"]
+        self.total_timesteps = state["total_timesteps"]
+        self.num_episodes = state["num_episodes"]
+        self._episodes_started = state["episodes_started"]
+
+
+def _listeners(trainer: Any, hook: str) -> list:
+    found = []
+    for cb in trainer.callbacks:
+        fn = getattr(cb, hook, None)
+        if callable(fn) and not getattr(fn, "_fxai_rl_noop", False):
+            found.append(fn)
+    return found
+
+
+def _mean(values: list) -> float:
+    return float(sum(values) / len(values)) if values else math.nan
+
+
+def _fx_stats(info: Any, i: int | None) -> tuple[float, int, float]:
+    """``pnl``, ``trades``, ``win_rate`` of a finished episode from the env's info (FX envs report
+    ``pnl``, ``trades``, ``wins``, ``closed_trades``); the contract's 0, 0, NaN for other envs."""
+    if not isinstance(info, dict) or "pnl" not in info or "trades" not in info:
+        return 0.0, 0, math.nan
+    pick = (lambda key: info[key]) if i is None else (lambda key: info[key][i])
+    closed = int(pick("closed_trades")) if "closed_trades" in info else 0
+    win_rate = float(pick("wins")) / closed if closed and "wins" in info else math.nan
+    return float(pick("pnl")), int(pick("trades")), win_rate
+
+
+# -- the two wrappers ------------------------------------------------------------------------------
+class _Binding:
+    """What both wrappers share: the role, the hub, binding on first use and the outside-fit warning."""
+
+    role: str
+    _n: int
+
+    def _init_binding(self, role: str, n: int) -> None:
+        self.role = role
+        self._n = n
+        self._hub: EnvEventHub | None = None
+        self._fast: EnvEventHub | None = None  # the hub, when bound, live, not quiet, nothing pending
+        self._env_base = 0
+        self._warned = False
+        self._unannounced = np.zeros(n, dtype=bool)  # episodes begun (reset) but not yet announced
+
+    def _resolve(self, what: str) -> EnvEventHub | None:
+        """The live, non-quiet hub to report to, binding first if needed; None = just forward."""
+        hub = self._hub
+        if hub is None or not hub.live:
+            trainer = _running_fit()
+            if trainer is None:
+                self._warn_outside(what)
+                return None
+            hub = hub_of(trainer) or EnvEventHub(trainer, trainer.lightning_module)
+            hub.bind(self)
+        if hub.quiet:
+            return None
+        if self.role == "train" and self._unannounced.any():
+            for i in np.flatnonzero(self._unannounced):
+                self._start_episode(hub, int(i))
+            self._unannounced[:] = False
+        self._fast = hub
+        return hub
+
+    def _warn_outside(self, what: str) -> None:
+        if self._warned:
+            return
+        self._warned = True
+        import torch.utils.data
+
+        if torch.utils.data.get_worker_info() is not None:
+            where = ("in a DataLoader worker process, where no legacy callback can hear it; create the "
+                     "DataLoader with num_workers=0 so the env is stepped in the training process")
+        else:
+            where = ("outside Trainer.fit, so no legacy callback hears it; these steps and episodes are not "
+                     "counted (step self.env.env instead of the wrapper to silence this warning)")
+        warnings.warn(f"A wrap_env({type(self.env).__name__}, role={self.role!r}) env was {what} {where}.",
+                      OutsideFitWarning, stacklevel=4)
+
+    def _start_episode(self, hub: EnvEventHub, i: int) -> None:
+        self._episode_index[i] = hub.new_episode_index()
+        if hub.wants["episode_start"]:
+            hub.emit("episode_start", {"env_index": self._env_base + i, "episode_index": self._episode_index[i]})
+
+
+class RLVectorEnvWrapper(_Binding, gymnasium.vector.VectorWrapper):
+    """``wrap_env`` for a ``gymnasium.vector.VectorEnv`` (any autoreset mode)."""
+
+    def __init__(self, env: gymnasium.vector.VectorEnv, *, role: str = "train"):
+        gymnasium.vector.VectorWrapper.__init__(self, env)
+        n = env.num_envs
+        self._init_binding(role, n)
+        mode = env.metadata.get("autoreset_mode", gymnasium.vector.AutoresetMode.NEXT_STEP)
+        self.autoreset_mode = mode if isinstance(mode, gymnasium.vector.AutoresetMode) else \
+            gymnasium.vector.AutoresetMode(mode)
+        self._next_step = self.autoreset_mode is gymnasium.vector.AutoresetMode.NEXT_STEP
+        self._autoresets = self.autoreset_mode is not gymnasium.vector.AutoresetMode.DISABLED
+        self._returns = np.zeros(n, dtype=np.float64)
+        self._lengths = np.zeros(n, dtype=np.int64)
+        self._resetting = np.zeros(n, dtype=bool)  # NEXT_STEP: sub-envs whose next step() is a reset
+        self._n_resetting = 0
+        self._episode_index = [0] * n
+
+    def reset(self, *, seed=None, options=None):
+        mask = options.get("reset_mask") if isinstance(options, dict) else None
+        out = self.env.reset(seed=seed, options=options)
+        which = np.ones(self._n, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
+        self._returns[which] = 0.0
+        self._lengths[which] = 0
+        self._resetting[which] = False
+        self._n_resetting = int(self._resetting.sum())
+        hub = self._fast or self._resolve_quietly()
+        if hub is None or self.role != "train":
+            self._unannounced |= which
+        else:
+            for i in np.flatnonzero(which):
+                self._start_episode(hub, int(i))
+        return out
+
+    def _resolve_quietly(self) -> EnvEventHub | None:
+        # A reset outside fit (e.g. in the module's __init__) is normal: no warning; announced at first use.
+        hub = self._hub
+        if (hub is None or not hub.live) and _running_fit() is None:
+            return None
+        return self._resolve("reset")
+
+    def step(self, actions):
+        hub = self._fast
+        if hub is None or not hub.live:
+            hub = self._resolve("stepped")
+            if hub is None:
+                return self.env.step(actions)
+        if self.role != "train":
+            return self._eval_step(hub, actions)
+        if not hub.rollout_open:
+            hub.open_rollout()
+        if hub.wants["step_start"]:
+            hub.emit("step_start", hub.vector_steps)
+        obs, rewards, terminations, truncations, infos = self.env.step(actions)
+        returns = self._returns
+        returns += rewards
+        self._lengths += 1
+        n = self._n
+        if self._n_resetting:  # NEXT_STEP: those calls reset a finished sub-env; not transitions
+            n -= self._n_resetting
+            self._lengths[self._resetting] -= 1
+            self._resetting[:] = False
+            self._n_resetting = 0
+        hub.total_timesteps += n
+        hub._rollout_steps += n
+        dones = terminations | truncations
+        if hub.wants["step_end"]:
+            hub.emit("step_end", {"step": hub.vector_steps, "total_timesteps": hub.total_timesteps,
+                                  "rewards": np.asarray(rewards, dtype=np.float64).tolist(), "dones": dones.tolist(),
+                                  "actions": np.asarray(actions).tolist()})
+        hub.vector_steps += 1
+        if dones.any():
+            self._episodes_end(hub, dones, infos)
+        return obs, rewards, terminations, truncations, infos
+
+    def _episodes_end(self, hub: EnvEventHub, dones: np.ndarray, infos: dict) -> None:
+        final = infos.get("final_info") if self.autoreset_mode is gymnasium.vector.AutoresetMode.SAME_STEP else None
+        info = final if isinstance(final, dict) else infos
+        want_end = hub.wants["episode_end"]
+        for i in np.flatnonzero(dones):
+            i = int(i)
+            ret, length = float(self._returns[i]), int(self._lengths[i])
+            hub.episode_ended(ret, length)
+            if want_end:
+                pnl, trades, win_rate = _fx_stats(info, i)
+                hub.emit("episode_end", {"env_index": self._env_base + i, "episode_index": self._episode_index[i],
+                                         "reward": ret, "length": length, "pnl": pnl, "trades": trades,
+                                         "win_rate": win_rate})
+            self._returns[i] = 0.0
+            self._lengths[i] = 0
+            if self._autoresets:
+                if self._next_step:
+                    self._resetting[i] = True
+                    self._n_resetting += 1
+                self._start_episode(hub, i)
+
+    def _eval_step(self, hub: EnvEventHub, actions):
+        obs, rewards, terminations, truncations, infos = self.env.step(actions)
+        self._returns += rewards
+        self._lengths += 1
+        if self._n_resetting:
+            self._lengths[self._resetting] -= 1
+            self._resetting[:] = False
+            self._n_resetting = 0
+        dones = terminations | truncations
+        if dones.any():
+            final = infos.get("final_info") if not self._next_step and self._autoresets else None
+            info = final if isinstance(final, dict) else infos
+            for i in np.flatnonzero(dones):
+                i = int(i)
+                hub.eval_episode_ended(float(self._returns[i]), int(self._lengths[i]), _fx_stats(info, i)[2])
+                self._returns[i] = 0.0
+                self._lengths[i] = 0
+                if self._next_step:
+                    self._resetting[i] = True
+                    self._n_resetting += 1
+        return obs, rewards, terminations, truncations, infos
+
+
+class RLEnvWrapper(_Binding, gymnasium.Wrapper):
+    """``wrap_env`` for a single ``gymnasium.Env`` (``env_index`` 0; the caller resets it after an episode)."""
+
+    def __init__(self, env: gymnasium.Env, *, role: str = "train"):
+        gymnasium.Wrapper.__init__(self, env)
+        self._init_binding(role, 1)
+        self._return = 0.0
+        self._length = 0
+        self._episode_index = [0]
+
+    def reset(self, *, seed=None, options=None):
+        out = self.env.reset(seed=seed, options=options)
+        self._return, self._length = 0.0, 0
+        hub = self._fast
+        if hub is None or not hub.live:
+            hub = self._resolve("reset") if _running_fit() is not None or (
+                self._hub is not None and self._hub.live) else None
+        if hub is None or self.role != "train":
+            self._unannounced[0] = True
+        else:
+            self._start_episode(hub, 0)
+        return out
+
+    def step(self, action):
+        hub = self._fast
+        if hub is None or not hub.live:
+            hub = self._resolve("stepped")
+            if hub is None:
+                return self.env.step(action)
+        train = self.role == "train"
+        if train:
+            if not hub.rollout_open:
+                hub.open_rollout()
+            if hub.wants["step_start"]:
+                hub.emit("step_start", hub.vector_steps)
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self._return += float(reward)
+        self._length += 1
+        done = bool(terminated or truncated)
+        if not train:
+            if done:
+                hub.eval_episode_ended(self._return, self._length, _fx_stats(info, None)[2])
+                self._return, self._length = 0.0, 0
+            return obs, reward, terminated, truncated, info
+        hub.total_timesteps += 1
+        hub._rollout_steps += 1
+        if hub.wants["step_end"]:
+            hub.emit("step_end", {"step": hub.vector_steps, "total_timesteps": hub.total_timesteps,
+                                  "rewards": [float(reward)], "dones": [done], "actions": [_plain(action)]})
+        hub.vector_steps += 1
+        if done:
+            ret, length = self._return, self._length
+            hub.episode_ended(ret, length)
+            if hub.wants["episode_end"]:
+                pnl, trades, win_rate = _fx_stats(info, None)
+                hub.emit("episode_end", {"env_index": self._env_base, "episode_index": self._episode_index[0],
+                                         "reward": ret, "length": length, "pnl": pnl, "trades": trades,
+                                         "win_rate": win_rate})
+            self._return, self._length = 0.0, 0
+        return obs, reward, terminated, truncated, info
+
+
+def _plain(action: Any) -> Any:
+    return action.tolist() if hasattr(action, "tolist") else action
