@@ -48,6 +48,8 @@ import gymnasium
 import numpy as np
 from pytorch_lightning.callbacks import Callback
 
+from .rl_events import RLEventBus, active_trainer
+
 __all__ = ["wrap_env", "RLEnvWrapper", "RLVectorEnvWrapper", "EnvEventHub", "OutsideFitWarning", "attach",
            "hub_of", "ROLES"]
 
@@ -111,7 +113,7 @@ def _reachable_wrappers(root: Any) -> list:
     seen: set[int] = set()
 
     def visit(obj: Any, depth: int) -> None:
-        if id(obj) in seen or depth > 2:
+        if id(obj) in seen or depth > 3:
             return
         seen.add(id(obj))
         if isinstance(obj, (RLEnvWrapper, RLVectorEnvWrapper)):
@@ -122,19 +124,20 @@ def _reachable_wrappers(root: Any) -> list:
         elif isinstance(obj, dict):
             children = obj.values()
         elif hasattr(obj, "__dict__") and not isinstance(obj, type):
-            children = vars(obj).values()
+            children = [v for k, v in vars(obj).items() if k not in _NOT_SEARCHED]
         else:
             return
         for child in children:
-            if not isinstance(child, (str, bytes, int, float, np.ndarray)) and not _is_tensor(child):
+            if child is not None and not isinstance(child, (str, bytes, int, float, type)) and not (
+                    type(child).__module__ or "").startswith(("torch", "numpy", "pytorch_lightning")):
                 visit(child, depth + 1)
 
     visit(root, 0)
     return out
 
 
-def _is_tensor(obj: Any) -> bool:
-    return type(obj).__module__.startswith("torch") and hasattr(obj, "dtype")
+#: Attributes of a LightningModule (and of anything) not searched for wrapped envs.
+_NOT_SEARCHED = frozenset({"_trainer", "_modules", "_parameters", "_buffers", "_hparams", "_hparams_initial"})
 
 
 def _running_fit() -> Any:
@@ -182,10 +185,16 @@ class EnvEventHub(Callback):
         self._in_validation = False
         self.last_cycle_metrics: dict[str, Any] | None = None
         self.last_eval_results: dict[str, Any] | None = None
-        self.listeners = {event: _listeners(trainer, f"on_rl_{event}") for event in _RL_EVENTS}
-        self.wants = {event: bool(fns) for event, fns in self.listeners.items()}
+        # Events go out on the run's shared RL event bus (the Level-3 protocol), which also keeps the
+        # counters a legacy callback's trainer view reads (fed here without building payloads nobody reads).
+        self.bus = RLEventBus.of(trainer, pl_module)
+        self.emit = self.bus.emit
+        self.counters = self.bus.counters
+        self.wants = {event: bool(self.bus.listeners[event]) for event in _RL_EVENTS}
         for event, wanted in self.wants.items():  # attributes: the per-step tests are attribute loads
             setattr(self, f"want_{event}", wanted)
+        # The bus counts episodes from episode_end payloads: those are built whenever it keeps counters.
+        self.build_episode_end = self.want_episode_end or self.counters is not None
         # Nobody to tell: no RL listener and no legacy adapter (which reads counters and metrics).
         from .adapter import LegacyCallbackAdapter
 
@@ -217,10 +226,12 @@ class EnvEventHub(Callback):
         wrapper._hub = wrapper._fast = None
 
     # -- events -------------------------------------------------------------------------------------
-    def emit(self, event: str, payload: Any) -> None:
-        trainer, module = self.trainer, self.pl_module
-        for fn in self.listeners[event]:
-            fn(trainer, module, payload)
+    def steps_counted(self) -> None:
+        """A step without a ``step_end`` listener: only the bus's counters learn the new total."""
+        counters = self.counters
+        if counters is not None:
+            counters.total_timesteps = self.total_timesteps
+            counters.seen_step_end = True
 
     def new_episode_index(self) -> int:
         index = self._episodes_started
@@ -325,15 +336,6 @@ class EnvEventHub(Callback):
         self._episodes_started = state["episodes_started"]
 
 
-def _listeners(trainer: Any, hook: str) -> list:
-    found = []
-    for cb in trainer.callbacks:
-        fn = getattr(cb, hook, None)
-        if callable(fn) and not getattr(fn, "_fxai_rl_noop", False):
-            found.append(fn)
-    return found
-
-
 def _mean(values: list) -> float:
     return float(sum(values) / len(values)) if values else math.nan
 
@@ -356,6 +358,11 @@ class _Binding:
     role: str
     _n: int
 
+    @property
+    def fxai_rl_provides(self) -> tuple[str, ...]:
+        """The RL events this wrapper announces (read by ``fxai_compat.rl_events.provided_events``)."""
+        return _RL_EVENTS if self.role == "train" else ()
+
     def _init_binding(self, role: str, n: int) -> None:
         self.role = role
         self._n = n
@@ -369,7 +376,7 @@ class _Binding:
         """The live, non-quiet hub to report to, binding first if needed; None = just forward."""
         hub = self._hub
         if hub is None or not hub.live:
-            trainer = _running_fit()
+            trainer = _running_fit() or active_trainer()
             if trainer is None:
                 self._warn_outside(what)
                 return None
@@ -445,7 +452,7 @@ class RLVectorEnvWrapper(_Binding, gymnasium.vector.VectorWrapper):
     def _resolve_quietly(self) -> EnvEventHub | None:
         # A reset outside fit (e.g. in the module's __init__) is normal: no warning; announced at first use.
         hub = self._hub
-        if (hub is None or not hub.live) and _running_fit() is None:
+        if (hub is None or not hub.live) and (_running_fit() or active_trainer()) is None:
             return None
         return self._resolve("reset")
 
@@ -484,6 +491,8 @@ class RLVectorEnvWrapper(_Binding, gymnasium.vector.VectorWrapper):
                                   "rewards": np.asarray(rewards, dtype=np.float64).tolist(),
                                   "dones": np.logical_or(terminations, truncations).tolist(),
                                   "actions": np.asarray(actions).tolist()})
+        else:
+            hub.steps_counted()
         hub.vector_steps += 1
         if ended:
             self._episodes_end(hub, terminations, truncations, infos)
@@ -509,7 +518,7 @@ class RLVectorEnvWrapper(_Binding, gymnasium.vector.VectorWrapper):
         return out
 
     def _episodes_end(self, hub: EnvEventHub, terminations, truncations, infos: dict) -> None:
-        want_end = hub.want_episode_end
+        want_end = hub.build_episode_end
         restart = self._next_step or self._same_step
         for i, ret, length, info in self._finished(terminations, truncations, infos):
             hub.episode_ended(ret, length)
@@ -548,7 +557,7 @@ class RLEnvWrapper(_Binding, gymnasium.Wrapper):
         self._return, self._length = 0.0, 0
         hub = self._fast
         if hub is None or not hub.live:
-            hub = self._resolve("reset") if _running_fit() is not None or (
+            hub = self._resolve("reset") if (_running_fit() or active_trainer()) is not None or (
                 self._hub is not None and self._hub.live) else None
         if hub is None or self.role != "train":
             self._unannounced[0] = True
@@ -582,11 +591,13 @@ class RLEnvWrapper(_Binding, gymnasium.Wrapper):
         if hub.want_step_end:
             hub.emit("step_end", {"step": hub.vector_steps, "total_timesteps": hub.total_timesteps,
                                   "rewards": [float(reward)], "dones": [done], "actions": [_plain(action)]})
+        else:
+            hub.steps_counted()
         hub.vector_steps += 1
         if done:
             ret, length = self._return, self._length
             hub.episode_ended(ret, length)
-            if hub.want_episode_end:
+            if hub.build_episode_end:
                 pnl, trades, win_rate = _fx_stats(info, None)
                 hub.emit("episode_end", {"env_index": self._env_base, "episode_index": self._episode_index[0],
                                          "reward": ret, "length": length, "pnl": pnl, "trades": trades,
