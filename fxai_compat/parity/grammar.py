@@ -204,7 +204,7 @@ def check_grammar(trace: Iterable[Any] | str | Path, name: str = "trace", *, res
             flag("counters", index, f"trainer.num_episodes is {episodes} at an on_episode_end; it was {before} "
                                     f"before (one more expected).")
         if counters:
-            last_counters = dict(counters)
+            last_counters.update(counters)
     violations = sorted(found.values(), key=lambda v: (VIOLATION_KINDS.index(v.kind), v.index))
     return GrammarResult(name, n, violations)
 
