@@ -1,8 +1,9 @@
 """``python -m fxai_compat.bench_envwrap``: what ``wrap_env`` costs, as wrapped / unwrapped env steps per second.
 
-A CartPole ``SyncVectorEnv`` is stepped inside a real ``Trainer.fit`` (the wrapper is bound to the run, as
-in a user's module), once wrapped and once not, interleaved in blocks (A B, then B A, ...) within one
-process; each round gives one ratio of the two steps-per-second figures, measured side by side. This
+Two CartPole ``SyncVectorEnv`` are stepped inside a real ``Trainer.fit`` (the wrapper is bound to the run, as
+in a user's module), one wrapped and one not, with the same actions, interleaved in chunks of 25 steps (A B,
+then B A, ...) within one process, timed in thread CPU time; each round's ratio is the median over its
+adjacent chunk pairs (same actions, same work) of wrapped / unwrapped time. This
 machine's speed swings within seconds, so the report is the median ratio over the rounds with its
 min-max range. Three settings of the trainer's callbacks:
 
@@ -68,7 +69,7 @@ def _callbacks(setting: str, workdir: Path) -> list:
 
 
 def _measure(setting: str, n_envs: int, steps: int, rounds: int, workdir: Path) -> dict[str, Any]:
-    """One fit whose single training step times ``rounds`` x (wrapped block, unwrapped block) of ``steps``."""
+    """One fit whose single training step times ``rounds`` rounds of ``steps`` vector steps per env."""
     import gymnasium as gym
     import numpy as np
     import pytorch_lightning as pl
@@ -85,12 +86,30 @@ def _measure(setting: str, n_envs: int, steps: int, rounds: int, workdir: Path) 
     ratios: list[float] = []
     rates: dict[str, list[float]] = {"wrapped": [], "unwrapped": []}
 
-    def block(env) -> float:
-        step = env.step
-        t0 = time.perf_counter()
-        for k in range(steps):
-            step(actions[k])
-        return steps * n_envs / (time.perf_counter() - t0)
+    chunk = 20  # vector steps per timed chunk
+
+    def one_round(envs) -> tuple[float, dict[str, float]]:
+        """Chunks of the same actions, stepped by each env in turn (A B, then B A, ...): the round's ratio is
+        the median of the adjacent chunk pairs' ratios, in thread CPU time, so that another process taking
+        the CPU mid-chunk (this machine is shared) does not count as either env's cost."""
+        spent = {name: 0.0 for name in envs}
+        pairs = []
+        names = list(envs)
+        clock = time.thread_time
+        for c, start in enumerate(range(0, steps, chunk)):
+            block = actions[start:start + chunk]
+            took = {}
+            for name in (names if c % 2 == 0 else names[::-1]):
+                step = envs[name].step
+                t0 = clock()
+                for a in block:
+                    step(a)
+                took[name] = clock() - t0
+                spent[name] += took[name]
+            if took["unwrapped"] > 0:
+                pairs.append(took["wrapped"] / took["unwrapped"])
+        rates = {name: steps * n_envs / seconds for name, seconds in spent.items()}  # env steps per CPU second
+        return statistics.median(pairs), rates
 
     class Bench(pl.LightningModule):
         def __init__(self):
@@ -104,15 +123,13 @@ def _measure(setting: str, n_envs: int, steps: int, rounds: int, workdir: Path) 
         def training_step(self, batch, batch_idx):
             self.env.reset(seed=1)
             self.raw.reset(seed=1)
-            block(self.env), block(self.raw)  # warm-up
-            for r in range(rounds):
-                order = [("wrapped", self.env), ("unwrapped", self.raw)]
-                if r % 2:
-                    order.reverse()
-                got = {name: block(env) for name, env in order}
+            envs = {"wrapped": self.env, "unwrapped": self.raw}
+            one_round(envs)  # warm-up
+            for _ in range(rounds):
+                ratio, got = one_round(envs)
                 rates["wrapped"].append(got["wrapped"])
                 rates["unwrapped"].append(got["unwrapped"])
-                ratios.append(got["unwrapped"] / got["wrapped"])  # time per step, wrapped / unwrapped
+                ratios.append(ratio)  # CPU time per step, wrapped / unwrapped
             return None
 
         def configure_optimizers(self):
@@ -134,9 +151,10 @@ def run_benchmark(n_envs: int = 8, steps: int = 2000, rounds: int = 15,
     os.environ.setdefault("WANDB_SILENT", "true")
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     results: dict[str, Any] = {
-        "what": "wrapped / unwrapped time per CartPole-v1 vector-env step inside Trainer.fit (ratio of env "
-                "steps per second, unwrapped / wrapped), median over interleaved rounds with min-max",
-        "target": TARGET, "n_envs": n_envs, "steps_per_block": steps, "rounds": rounds,
+        "what": "wrapped / unwrapped CPU time per CartPole-v1 vector-env step inside Trainer.fit (= unwrapped / "
+                "wrapped env steps per second), median over rounds (each the median of its interleaved chunk "
+                "pairs) with min-max",
+        "target": TARGET, "n_envs": n_envs, "steps_per_round": steps, "steps_per_chunk": 20, "rounds": rounds,
         "python": platform.python_version(), "machine": platform.machine(), "settings": {}}
     with tempfile.TemporaryDirectory(prefix="fxai-bench-envwrap-") as tmp:
         for setting in settings:
@@ -151,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fxai_compat.bench_envwrap", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 rounds of 200 steps")
     parser.add_argument("--n-envs", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=2000, help="vector steps per timed block")
+    parser.add_argument("--steps", type=int, default=2000, help="vector steps per env per round")
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--out", default="bench/envwrap.json")
     args = parser.parse_args(argv)
