@@ -36,7 +36,7 @@ def good_trace():
 
 def test_a_correct_trace_passes():
     result = check_grammar(good_trace(), "good")
-    assert result.ok and result.summary() == "event grammar of good: ok (24 events)"
+    assert result.ok and result.summary() == "event grammar of good: ok\n  24 events checked"
 
 
 def _broken(kind):

@@ -85,8 +85,8 @@ class GrammarResult:
         return [v.kind for v in self.violations]
 
     def summary(self) -> str:
-        head = f"event grammar of {self.name}: {'ok' if self.ok else 'FAILED'} ({self.events} events)"
-        return "\n".join([head] + [f"  {v}" for v in self.violations])
+        head = f"event grammar of {self.name}: {'ok' if self.ok else 'FAILED'}"
+        return "\n".join([head, f"  {self.events} events checked"] + [f"  {v}" for v in self.violations])
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "ok": self.ok, "events": self.events,
