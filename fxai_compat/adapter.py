@@ -43,7 +43,9 @@ from .checkpoints import load_weights_only, read_training_checkpoint
 from .events import (CHECKPOINT_IO_SOURCE, EVENT_MAP, LIGHTNING_SOURCE, RL_SOURCE, EventRoute, route_for)
 from .legacy_host import callback_state_keys
 from .lightning_host import LOGGED_METRICS, RL_HOOKS, NotifyingCheckpointIO
+from .plain_module_draft import PLAIN_MODULE_HOOKS, PlainModuleSupport, is_foreign, restore_foreign_module
 from .ppo import RL_EVENTS
+from .rl_events import enter_fit, leave_fit
 
 __all__ = ["LegacyCallbackAdapter", "LightningTrainerView", "wrap", "SUPPORTED_HOOKS", "AdapterConfigError"]
 
@@ -159,7 +161,8 @@ class LightningTrainerView:
 
     @property
     def model(self):
-        return getattr(self._module, "policy", self._module)
+        # The bundled module's policy network; a user's own module is itself the model (contract section 2).
+        return self._module if is_foreign(self._module) else getattr(self._module, "policy", self._module)
 
     @property
     def config(self) -> Mapping[str, Any]:
@@ -170,9 +173,13 @@ class LightningTrainerView:
         if counters is not None:
             return counters[index]
         core = getattr(self._module, "core", None)
-        if core is None:
-            core = envwrap.hub_of(self._trainer)  # a user's module with wrap_env'd environments (Level 2)
-        return getattr(core, name) if core is not None else getattr(self._adapter, fallback)
+        if core is not None:
+            return getattr(core, name)
+        plain = self._adapter._plain  # a user's module: the counters kept from announced events (Level 2/3)
+        counters = plain.counters() if plain is not None else None
+        if counters is not None and (counters.seen_step_end or counters.seen_episode_end):
+            return getattr(counters, name)
+        return getattr(self._adapter, fallback)
 
     @property
     def total_timesteps(self) -> int:
@@ -185,7 +192,10 @@ class LightningTrainerView:
     @property
     def cycle(self) -> int:
         core = getattr(self._module, "core", None)
-        return core.cycle if core is not None else self._trainer.current_epoch
+        if core is not None:
+            return core.cycle
+        plain = self._adapter._plain
+        return plain.cycle if plain is not None else self._trainer.current_epoch
 
     @property
     def stop_training(self) -> bool:
@@ -226,7 +236,10 @@ class LightningTrainerView:
                     f"ranks would keep their models. Under DDP, load checkpoints in on_training_start (every rank "
                     f"then loads the same file), or resume with fit(..., ckpt_path=...).")
             self._shared.loaded_at_start.append(str(path))
-        _restore_training_state(trainer, self._module, str(path))
+        if is_foreign(self._module):
+            restore_foreign_module(trainer, self._module, str(path))
+        else:
+            _restore_training_state(trainer, self._module, str(path))
         # Every legacy callback of the trainer hears about it (the legacy trainer fires to all of them),
         # not only those wrapped by the adapter whose callback called load_checkpoint.
         shared = _shared_state(trainer)
@@ -302,6 +315,8 @@ class LegacyCallbackAdapter(Callback):
         self.callback = callback
         self.ranks = ranks
         self.metric_keys = dict(LOGGED_METRICS if metric_keys is None else metric_keys)
+        self._metric_keys_arg = None if metric_keys is None else dict(metric_keys)
+        self._plain: PlainModuleSupport | None = None
         self.routes = self._build_routes(mapping or {})
         self._hook = "construction"
         self._view: LightningTrainerView | None = None
@@ -364,7 +379,7 @@ class LegacyCallbackAdapter(Callback):
             # Episode/step events derived from the batches of plain modules; switched off at setup for
             # modules that speak the RL protocol.
             needed.add("on_train_batch_end")
-        self._by_hook, self._by_rl, self._captured = by_hook, by_rl, captured
+        self._by_hook, self._by_rl, self._captured, self._needed = by_hook, by_rl, captured, needed
         for hook in _ALL_LIGHTNING_HOOKS:
             if hook not in needed and hook not in by_hook:
                 setattr(self, hook, None)
@@ -456,13 +471,14 @@ class LegacyCallbackAdapter(Callback):
 
     def _payload_for(self, event: str, name: str) -> Any:
         module = self._trainer.lightning_module
+        plain = self._plain
         if name == "metrics":
-            return self._metrics(module)
+            return envwrap.with_eval_episodes(self._trainer, plain.metrics()) if plain is not None else \
+                self._metrics(module)
         if name == "eval_results":
+            if plain is not None:  # a role="eval" wrapped env's episodes of this validation win (Level 2)
+                return envwrap.with_eval_episodes(self._trainer, plain.eval_results(), results=True)
             results = getattr(module, "last_eval_results", None)
-            hub = envwrap.hub_of(self._trainer)
-            if results is None and hub is not None:
-                results = hub.last_eval_results  # a role="eval" wrapped env's episodes of this validation
             if results is None:
                 metrics = self._trainer.callback_metrics
                 results = {key: _nan_if_missing(metrics, f"val/{key}") for key in
@@ -489,11 +505,6 @@ class LegacyCallbackAdapter(Callback):
                 if key in ("timesteps_total", "episodes_total", "cycle") and not (isinstance(value, float) and math.isnan(value)):
                     value = int(value)
                 metrics[key] = value
-        hub = envwrap.hub_of(self._trainer)
-        if hub is not None and getattr(module, "core", None) is None:
-            # Level 2: the legacy episode keys come from what the wrapped environments really did.
-            metrics.update(hub.cycle_metrics())
-            metrics.setdefault("cycle", self._view.cycle)
         return metrics
 
     def _make_rl_handler(self, rl_event: str, events: list[str]):
@@ -703,7 +714,11 @@ class LegacyCallbackAdapter(Callback):
         self._shared = self._shared_for(trainer)
         self._view = self.view_class(self, trainer, pl_module)
         self._active = self.ranks == "all" or trainer.global_rank == 0
-        self._ddp_buffer = [] if (self.ranks == "zero" and trainer.world_size > 1) else None
+        # A user's own module (no core): Level-1 derivation; under DDP each rank's events stay on that rank.
+        self._plain = PlainModuleSupport(self, trainer, pl_module, self._metric_keys_arg) if is_foreign(pl_module) \
+            else None
+        foreign = self._plain is not None
+        self._ddp_buffer = [] if (self.ranks == "zero" and trainer.world_size > 1 and not foreign) else None
         self._ddp_counters = None
         self._fallback_steps = self._fallback_episodes = 0  # counters of a plain module's run
         self._position = next(i for i, cb in enumerate(_adapters_of(trainer)) if cb is self)
@@ -721,8 +736,11 @@ class LegacyCallbackAdapter(Callback):
             if self._on_file_saved not in self._io.listeners:  # setup runs per stage: never listen twice
                 self._io.listeners.append(self._on_file_saved)
         self._configure_for_module(pl_module)
+        if self._plain is not None:
+            enter_fit(trainer)
+            self._plain.check_unprovided(error=not self.steers_training)
         if stage == "fit":
-            envwrap.attach(trainer, pl_module)  # binds the module's wrap_env'd environments to this run
+            envwrap.attach(trainer, pl_module)  # binds the module's wrap_env'd environments to this run (Level 2)
         # on_training_start fires here, before Lightning restores a ckpt_path (module, callback state),
         # as the legacy loop fires it before restoring resume_from: a resumed run shows the same counters
         # and model at on_training_start, callback state loaded afterwards is not reset by it, and the
@@ -747,9 +765,20 @@ class LegacyCallbackAdapter(Callback):
         if "rollout_end" not in self._by_rl and "rollout_end" not in self._captured:
             gather = self._ddp_buffer is not None and bool(self.routes)
             self.on_rl_rollout_end = self._make_rl_handler("rollout_end", []) if gather else None
+        # A user's own module: the hooks Level 1 derives events from; the bundled module never pays for them.
+        for hook in PLAIN_MODULE_HOOKS:
+            if self._plain is not None:
+                self.__dict__.pop(hook, None)
+            elif hook not in self._by_hook and hook not in self._needed:
+                setattr(self, hook, None)
+        if self._plain is not None:
+            self._plain.configure_rl_listeners()
 
     def teardown(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
         self._stop_listening()
+        if self._plain is not None:
+            self._plain.detach()
+            leave_fit(trainer)
         if stage != "fit" or trainer.world_size == 1:
             return
         # The end of fit under DDP: a last decision (an exception held after the last epoch end, e.g. in
@@ -785,6 +814,8 @@ class LegacyCallbackAdapter(Callback):
         self._dispatch_hook("on_fit_start")
 
     def on_train_start(self, trainer, pl_module) -> None:
+        if self._plain is not None:
+            self._plain.attach_optimizers(trainer.optimizers)
         adapters = _adapters_of(trainer)
         if adapters[0] is self and any(adapter._setup_deferred for adapter in adapters):
             # DDP: on_training_start of every adapter first (see setup). What rank 0's callbacks loaded
@@ -814,10 +845,16 @@ class LegacyCallbackAdapter(Callback):
         self._dispatch_hook("on_train_end")
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if self._plain is not None:
+            self._plain.open_rollout("on_train_epoch_start")
         self._dispatch_hook("on_train_epoch_start")
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if self._plain is not None:
+            self._plain.epoch_end()
         self._dispatch_hook("on_train_epoch_end")
+        if self._plain is not None:
+            self._plain.after_cycle()
         stop = self._shared.stop_requested()
         if trainer.world_size > 1:
             # should_stop is not synchronized by Lightning: every rank must take the same decision, once
@@ -835,6 +872,8 @@ class LegacyCallbackAdapter(Callback):
 
     def on_validation_end(self, trainer, pl_module) -> None:
         if not trainer.sanity_checking:
+            if self._plain is not None:
+                self._plain.validation_done()
             self._dispatch_hook("on_validation_end")
 
     def on_fit_end(self, trainer, pl_module) -> None:
@@ -844,7 +883,12 @@ class LegacyCallbackAdapter(Callback):
         self._dispatch_hook("on_before_optimizer_step")
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self._plain is not None:
+            self._plain.batch_loss = math.nan
         self._dispatch_hook("on_train_batch_start")
+
+    def on_before_backward(self, trainer, pl_module, loss) -> None:
+        self._plain.record_backward(loss)  # switched on for users' own modules only
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if getattr(pl_module, "rl_events", None) is None and envwrap.hub_of(trainer) is None:
@@ -853,6 +897,9 @@ class LegacyCallbackAdapter(Callback):
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         self._stop_listening()
+        if self._plain is not None:
+            self._plain.detach()
+            leave_fit(trainer)
         _reset_end(_shared_state(trainer))  # a later fit of this trainer starts with nothing held
 
     def _dispatch_hook(self, hook: str) -> None:

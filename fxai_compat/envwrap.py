@@ -51,7 +51,7 @@ from pytorch_lightning.callbacks import Callback
 from .rl_events import RLEventBus, active_trainer
 
 __all__ = ["wrap_env", "RLEnvWrapper", "RLVectorEnvWrapper", "EnvEventHub", "OutsideFitWarning", "attach",
-           "hub_of", "ROLES"]
+           "hub_of", "with_eval_episodes", "ROLES"]
 
 #: What a wrapped env is for: training episodes (events, counters, metrics) or evaluation episodes (kept apart).
 ROLES = ("train", "eval")
@@ -104,6 +104,20 @@ def attach(trainer: Any, pl_module: Any) -> "EnvEventHub | None":
     for wrapper in found:
         hub.bind(wrapper)
     return hub
+
+
+def with_eval_episodes(trainer: Any, values: dict[str, Any], *, results: bool = False) -> dict[str, Any]:
+    """``values`` (a cycle's ``metrics``, or with ``results=True`` the ``eval_results``) with what a
+    ``role="eval"`` wrapped env's episodes gave in this cycle's validation, if it played any."""
+    hub = hub_of(trainer)
+    found = hub.last_eval_results if hub is not None else None
+    if found is not None:
+        if results:
+            values.update(found)
+        else:
+            values["eval_episode_reward_mean"] = found["episode_reward_mean"]
+            values["eval_win_rate"] = found["win_rate"]
+    return values
 
 
 def _reachable_wrappers(root: Any) -> list:
@@ -170,7 +184,8 @@ class EnvEventHub(Callback):
         self.live = True
         self.wrappers: list = []
         self.n_train_envs = 0
-        # The contract's counters (training envs only).
+        # The contract's counters (training envs only); the run's RL event bus keeps copies that the
+        # legacy callbacks' trainer views read (``RLCounters``).
         self.vector_steps = 0
         self.total_timesteps = 0
         self.num_episodes = 0
@@ -178,16 +193,23 @@ class EnvEventHub(Callback):
         self.rollout_open = False
         self._rollout_from = 0
         self._rollout_returns: list[float] = []
-        # The cycle now running, and the metrics of the last one finished (what on_metrics_computed reads).
-        self._cycle_returns: list[float] = []
-        self._cycle_lengths: list[int] = []
         self._eval_episodes: list[tuple[float, int, float]] = []
-        self._in_validation = False
-        self.last_cycle_metrics: dict[str, Any] | None = None
         self.last_eval_results: dict[str, Any] | None = None
+        self.connected = False
+        self.quiet = True
+        setattr(trainer, _HUB_ATTR, self)
+        # A new list object: a hook loop running over the old one right now (setup) is not disturbed.
+        trainer.callbacks = [self] + [cb for cb in trainer.callbacks if not isinstance(cb, EnvEventHub)]
+
+    def connect(self) -> None:
+        """At the first env use inside fit (every callback is set up by then): the bus and who listens."""
+        if self.connected:
+            return
+        self.connected = True
+        trainer = self.trainer
         # Events go out on the run's shared RL event bus (the Level-3 protocol), which also keeps the
         # counters a legacy callback's trainer view reads (fed here without building payloads nobody reads).
-        self.bus = RLEventBus.of(trainer, pl_module)
+        self.bus = RLEventBus.of(trainer, self.pl_module)
         self.emit = self.bus.emit
         self.counters = self.bus.counters
         self.wants = {event: bool(self.bus.listeners[event]) for event in _RL_EVENTS}
@@ -200,9 +222,6 @@ class EnvEventHub(Callback):
 
         self.quiet = not any(self.wants.values()) and not any(isinstance(cb, LegacyCallbackAdapter)
                                                               for cb in trainer.callbacks)
-        setattr(trainer, _HUB_ATTR, self)
-        # A new list object: a hook loop running over the old one right now (setup) is not disturbed.
-        trainer.callbacks = [self] + [cb for cb in trainer.callbacks if not isinstance(cb, EnvEventHub)]
 
     @property
     def state_key(self) -> str:
@@ -256,27 +275,11 @@ class EnvEventHub(Callback):
 
     def episode_ended(self, ret: float, length: int) -> None:
         self.num_episodes += 1
-        self._cycle_returns.append(ret)
-        self._cycle_lengths.append(length)
         self._rollout_returns.append(ret)
 
     def eval_episode_ended(self, ret: float, length: int, win_rate: float) -> None:
         if not self.trainer.sanity_checking:
             self._eval_episodes.append((ret, length, win_rate))
-
-    # -- what the adapter reads -----------------------------------------------------------------------
-    def cycle_metrics(self) -> dict[str, Any]:
-        """The legacy metric keys of the cycle just finished (of the running one before any has finished)."""
-        return dict(self.last_cycle_metrics) if self.last_cycle_metrics is not None else self._metrics_now()
-
-    def _metrics_now(self) -> dict[str, Any]:
-        metrics = {"timesteps_total": self.total_timesteps, "episodes_total": self.num_episodes,
-                   "episode_reward_mean": _mean(self._cycle_returns),
-                   "episode_length_mean": _mean(self._cycle_lengths)}
-        if self.last_eval_results is not None:
-            metrics["eval_episode_reward_mean"] = self.last_eval_results["episode_reward_mean"]
-            metrics["eval_win_rate"] = self.last_eval_results["win_rate"]
-        return metrics
 
     # -- Lightning hooks (this callback runs first) -----------------------------------------------------
     def on_before_backward(self, trainer, pl_module, loss) -> None:
@@ -292,8 +295,6 @@ class EnvEventHub(Callback):
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         self.close_rollout()
-        self.last_cycle_metrics = self._metrics_now()
-        self._cycle_returns, self._cycle_lengths = [], []
 
     def on_validation_start(self, trainer, pl_module) -> None:
         if not trainer.sanity_checking:
@@ -383,6 +384,7 @@ class _Binding:
                 return None
             hub = hub_of(trainer) or EnvEventHub(trainer, trainer.lightning_module)
             hub.bind(self)
+        hub.connect()
         if hub.quiet:
             return None
         if self.role == "train" and self._unannounced.any():

@@ -50,7 +50,8 @@ from typing import Any
 from .ppo import RL_EVENTS
 
 __all__ = ["RLEventBus", "RLCounters", "RLPayloadError", "RL_HOOKS", "RL_PAYLOAD_KEYS", "rl_noop",
-           "provided_events", "active_trainer", "enter_fit", "leave_fit", "PROVIDES_ATTR", "OBJECT_PROVIDES_ATTR"]
+           "provided_events", "active_trainer", "enter_fit", "leave_fit", "PROVIDES_ATTR", "OBJECT_PROVIDES_ATTR",
+           "LEVEL_OF_RL_EVENT", "unprovided_message"]
 
 #: RL event -> the callback method that receives it.
 RL_HOOKS = {event: f"on_rl_{event}" for event in RL_EVENTS}
@@ -78,6 +79,22 @@ _HINTS = {
     "episode_end": " Environments without FX semantics pass pnl=0.0, trades=0, win_rate=float('nan').",
     "update_end": " Losses a module does not compute are passed as float('nan').",
 }
+
+
+#: RL event -> the level of "bring your own module" that announces it on the RL bus (native ports see these).
+LEVEL_OF_RL_EVENT: dict[str, int] = {"episode_start": 2, "step_start": 2, "step_end": 2, "episode_end": 2,
+                                     "rollout_start": 3, "rollout_end": 3, "update_start": 3, "update_end": 3}
+
+_LEVEL_TEXT = {2: "Level 2: wrap the module's environment with fxai_compat's env wrapper",
+               3: "Level 3: announce it with fxai_compat.RLEventBus and declare it in rl_events_provided"}
+
+
+def unprovided_message(who: str, kind: str, event: str, pl_module: Any, rl_event: str) -> str:
+    """One sentence: ``who`` needs ``event``, the module does not provide it, and which level would."""
+    level = LEVEL_OF_RL_EVENT[rl_event]
+    return (f"{who} ({kind}) needs the event {event!r}, which {type(pl_module).__name__} does not announce "
+            f"(it announces: {', '.join(sorted(provided_events(pl_module))) or 'none'}); it would see nothing. "
+            f"To provide it, use {_LEVEL_TEXT[level]}.")
 
 
 class RLPayloadError(ValueError):

@@ -84,7 +84,7 @@ class ManualPPOModule(pl.LightningModule):
                 for opt in optimizers:
                     opt.step()
                     self.optimizer_steps += 1
-                losses.append(float(loss))
+                losses.append(float(loss.detach()))
         self.log("loss", float(np.mean(losses)), on_step=False, on_epoch=True, batch_size=1)
 
     def configure_optimizers(self):
