@@ -31,9 +31,10 @@ Not provided at Level 1, and not faked: env steps and episodes (no ``on_step_*``
 episodes; ``update_info["epoch"]`` is ``None`` (the module's passes over its data are not visible),
 ``minibatch`` counts optimizer steps within the cycle; ``update_end``'s ``loss`` is the batch's latest
 ``backward`` loss (NaN if it had none, e.g. a ``training_step`` that returned ``None``), the other
-losses NaN; ``on_update_start`` comes just before the optimizer step: in automatic optimization that is
-before the forward pass (Lightning runs ``training_step`` inside ``optimizer.step``), in manual
-optimization after the module's ``manual_backward``. ``eval_results`` holds the contract's keys from the
+losses NaN; ``on_update_start`` comes just before the optimizer step: in manual optimization after the
+module's ``manual_backward``; in automatic optimization, where Lightning runs ``training_step`` inside
+``optimizer.step``, at the step's backward (after ``training_step``, which may step the env), or right
+before ``on_update_end`` if there was none. ``eval_results`` holds the contract's keys from the
 values the validation loop logged under those names (or mapped by ``metric_keys`` as ``eval_<key>``),
 NaN otherwise, plus every value it logged under its own name. Values the module logs in its own
 ``on_train_epoch_end`` are not in that epoch's ``metrics`` (Lightning runs callbacks' epoch-end hooks
@@ -240,19 +241,30 @@ class PlainModuleSupport:
     def _before_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         hook = "optimizer.step (before)"
         self.close_rollout(hook)
-        hub = hub_of(self.trainer)
-        if hub is not None:  # a wrapped env's rollout (Level 2) ends before the update too
-            hub.close_rollout()
         epoch = self.trainer.current_epoch
         if epoch != self.cycle_epoch:
             self.cycle_epoch, self.cycle_updates = epoch, 0
             self.cycle_loss_sum, self.cycle_loss_count = 0.0, 0
         info = {"update_index": self.updates, "epoch": None, "minibatch": self.cycle_updates}
         self._update_info = info
-        if "update_start" in self.derived:
-            self.adapter._fire("on_update_start", hook, update_info=dict(info))
+        if getattr(self.module, "automatic_optimization", False):
+            # Lightning runs training_step (which may step the env: one env step per training_step) inside
+            # optimizer.step: the update starts after it, at its backward (or right before update_end).
+            self._start_pending = True
+            return
+        self._start_update(hook)
+
+    def _start_update(self, hook: str) -> None:
+        self._start_pending = False
+        hub = hub_of(self.trainer)
+        if hub is not None:  # a wrapped env's rollout (Level 2) ends before the update it feeds
+            hub.close_rollout()
+        if "update_start" in self.derived and self._update_info is not None:
+            self.adapter._fire("on_update_start", hook, update_info=dict(self._update_info))
 
     def _after_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        if getattr(self, "_start_pending", False):
+            self._start_update("optimizer.step (after, no backward)")
         info = self._update_info or {"update_index": self.updates, "epoch": None, "minibatch": self.cycle_updates}
         self._update_info = None
         self.updates += 1
@@ -267,6 +279,8 @@ class PlainModuleSupport:
                 "approx_kl": _NAN, "clip_fraction": _NAN})
 
     def record_backward(self, loss: Any) -> None:
+        if getattr(self, "_start_pending", False):
+            self._start_update("on_before_backward (automatic optimization)")
         try:
             self.batch_loss = float(loss.detach()) if hasattr(loss, "detach") else float(loss)
         except (TypeError, ValueError, RuntimeError):  # a non-scalar loss: no single number to report

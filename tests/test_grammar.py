@@ -71,6 +71,10 @@ def test_specific_messages():
     t = good_trace()
     t[5] = ep("on_episode_end", 0, 7, num_episodes=1)
     assert "but the episode that started there is 0" in check_grammar(t).summary()
+    t = good_trace()  # an update that starts before the env step it trains on (begun inside the update)
+    t[15:21] = [ev("on_update_start"), ev("on_rollout_start", cycle=1), ev("on_step_start"),
+                ev("on_step_end", total_timesteps=2, num_episodes=1), ev("on_rollout_end"), ev("on_update_end")]
+    assert "on_rollout_start while the update started at event #15 is still open" in check_grammar(t).summary()
     t = good_trace()
     t[5]["counters"]["num_episodes"] = 2
     assert "trainer.num_episodes is 2 at an on_episode_end; it was 0 before" in check_grammar(t).summary()

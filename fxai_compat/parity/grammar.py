@@ -11,7 +11,7 @@ A trace is the list of events one legacy callback received, in order: records ``
     ``episode_index`` where both carry one) whose episode has not ended yet.
 ``update_during_rollout``
     updates come after the rollout they train on: no ``on_update_start``/``on_update_end`` while a rollout
-    is open.
+    is open, and no rollout or env step begun while an update is open.
 ``unbalanced``
     ``rollout_start``/``rollout_end``, ``step_start``/``step_end``, ``update_start``/``update_end`` and
     ``evaluation_start``/``evaluation_end`` alternate; steps happen inside a rollout (when the trace has
@@ -172,6 +172,10 @@ def check_grammar(trace: Iterable[Any] | str | Path, name: str = "trace", *, res
             open_[kind] = index if starts else None
             if kind == "step" and has_rollouts and open_["rollout"] is None:
                 flag("unbalanced", index, f"{event} outside any rollout (between on_rollout_end and on_rollout_start).")
+            if kind in ("rollout", "step") and starts and open_["update"] is not None:
+                flag("update_during_rollout", index, f"{event} while the update started at event #{open_['update']} "
+                                                     f"is still open: the update began before the env steps it "
+                                                     f"trains on.")
             if kind == "update" and open_["rollout"] is not None:
                 flag("update_during_rollout", index, f"{event} while the rollout started at event "
                                                      f"#{open_['rollout']} is still open: updates come after the "
