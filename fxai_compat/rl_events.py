@@ -51,7 +51,7 @@ from .ppo import RL_EVENTS
 
 __all__ = ["RLEventBus", "RLCounters", "RLPayloadError", "RL_HOOKS", "RL_PAYLOAD_KEYS", "rl_noop",
            "provided_events", "active_trainer", "enter_fit", "leave_fit", "PROVIDES_ATTR", "OBJECT_PROVIDES_ATTR",
-           "LEVEL_OF_RL_EVENT", "unprovided_message"]
+           "LEVEL_OF_RL_EVENT", "unprovided_message", "MissingRLEventError"]
 
 #: RL event -> the callback method that receives it.
 RL_HOOKS = {event: f"on_rl_{event}" for event in RL_EVENTS}
@@ -99,6 +99,11 @@ def unprovided_message(who: str, kind: str, event: str, pl_module: Any, rl_event
 
 class RLPayloadError(ValueError):
     """An RL event's payload does not have the contract's shape (raised at the event's first emit)."""
+
+
+class MissingRLEventError(ValueError):
+    """A callback needs an RL event the module does not announce (raised at setup, naming the event and the
+    level of "bring your own module" that would provide it)."""
 
 
 def rl_noop(func):
