@@ -271,7 +271,7 @@ def provided_events(pl_module: Any, depth: int = 4) -> frozenset[str]:
 
     The module's own ``rl_events_provided`` (``PPOLightningModule``: all); plus what objects it holds
     declare with ``fxai_rl_provides`` (an env wrapper), searched through attributes, lists, tuples and
-    dicts up to ``depth`` levels (tensors and ``nn.Module`` children are not searched).
+    dicts (of at most 64 items) up to ``depth`` levels (tensors and ``nn.Module`` children are not searched).
     """
     found = set(_declared(pl_module, PROVIDES_ATTR) or ())
     seen = {id(pl_module)}
@@ -291,11 +291,15 @@ def provided_events(pl_module: Any, depth: int = 4) -> frozenset[str]:
     return frozenset(found)
 
 
+#: Containers longer than this are data (a replay buffer, a list of transitions), not where envs are kept.
+_MAX_SEARCHED = 64
+
+
 def _children(obj: Any) -> Iterable[Any]:
     if isinstance(obj, dict):
-        return list(obj.values())
+        return list(obj.values()) if len(obj) <= _MAX_SEARCHED else ()
     if isinstance(obj, (list, tuple)):
-        return list(obj)
+        return list(obj) if len(obj) <= _MAX_SEARCHED else ()
     attrs = getattr(obj, "__dict__", None)
     if not isinstance(attrs, dict):
         return ()

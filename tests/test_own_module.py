@@ -403,3 +403,34 @@ def test_the_bundled_module_pays_for_none_of_it(tmp_path):
     for hook in ("on_before_backward", "on_train_batch_start", "on_train_epoch_start", "on_validation_end"):
         assert getattr(adapter, hook) is None, hook  # switched off: Lightning skips them
     assert trainer.lightning_module.rl_events.counters is None  # the core counts; the bus keeps no counters
+
+
+# --------------------------------------------------------------------------- what Level 2 builds on
+
+
+def test_declared_providers_are_found_inside_the_module_and_the_fit_is_active(tmp_path):
+    import gymnasium as gym
+
+    from fxai_compat.rl_events import active_trainer, provided_events
+
+    class Announcing(gym.Wrapper):  # stands for the Level-2 wrapper: it declares what it announces
+        fxai_rl_provides = ("episode_start", "step_start", "step_end", "episode_end")
+
+    module = DQNModule(gym.wrappers.TimeLimit(Announcing(make_cartpole(None)), 50))
+    assert provided_events(module) == {"episode_start", "step_start", "step_end", "episode_end"}
+    assert provided_events(DQNModule(make_cartpole(2))) == frozenset()
+    seen = []
+
+    class Active:
+        def on_cycle_complete(self, trainer):
+            seen.append(active_trainer() is trainer.lightning_trainer)
+
+    class Episodes(Active):
+        def on_episode_end(self, episode_info):
+            pass
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer_for(tmp_path, [LegacyCallbackAdapter(Episodes())], epochs=1, checkpoints=False).fit(module)
+    assert not [w for w in caught if "does not announce" in str(w.message)]  # the module announces episode_end
+    assert seen == [True] and active_trainer() is None
