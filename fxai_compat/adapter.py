@@ -288,7 +288,8 @@ class LegacyCallbackAdapter(Callback):
             ``CallbackManager`` keeps its own policy; passing a different one is an error.
         ranks: ``"zero"`` (default: run on global rank 0, seeing every rank's episodes, batched
             at rollout end) or ``"all"`` (run on every rank with that rank's events).
-        metric_keys: legacy metric key -> logged name, for the ``metrics`` dict (default ``LOGGED_METRICS``).
+        metric_keys: legacy metric key -> logged name, for the ``metrics`` dict (default ``LOGGED_METRICS``; in a
+            user's own module, ``FOREIGN_METRIC_KEYS`` plus these, e.g. ``{"episode_reward_mean": "avg_ep_reward"}``).
         state_key: key of the wrapped callback's state in Lightning checkpoints (default: derived
             from the class, numbered when several adapters wrap the same class).
     """
@@ -815,7 +816,7 @@ class LegacyCallbackAdapter(Callback):
 
     def on_train_start(self, trainer, pl_module) -> None:
         if self._plain is not None:
-            self._plain.attach_optimizers(trainer.optimizers)
+            self._plain.train_start()
         adapters = _adapters_of(trainer)
         if adapters[0] is self and any(adapter._setup_deferred for adapter in adapters):
             # DDP: on_training_start of every adapter first (see setup). What rank 0's callbacks loaded

@@ -63,10 +63,10 @@ from .lightning_host import LOGGED_METRICS
 from .ppo import METRIC_KEYS
 from .checkpoints import load_weights_only
 from .envwrap import hub_of
-from .rl_events import RL_HOOKS, RLEventBus, provided_events, unprovided_message
+from .rl_events import RL_HOOKS, MissingRLEventError, RLEventBus, provided_events, unprovided_message
 
 __all__ = ["FOREIGN_METRIC_KEYS", "NOT_MAPPED", "LEVEL1_DERIVED", "PLAIN_MODULE_HOOKS", "PlainModuleSupport",
-           "MissingEventError", "is_foreign", "restore_foreign_module"]
+           "is_foreign", "restore_foreign_module"]
 
 #: Legacy metric key -> the name a module logs it under, used by default for modules without ``core``.
 #: Only names whose meaning is the legacy key's: this library's own logged names, and the legacy names
@@ -90,9 +90,6 @@ LEVEL1_DERIVED = ("rollout_start", "rollout_end", "update_start", "update_end")
 #: Lightning hooks the adapter listens to only in a user's own module (Level 1 derives events from them).
 PLAIN_MODULE_HOOKS = ("on_train_epoch_start", "on_train_batch_start", "on_before_backward", "on_validation_end")
 
-
-class MissingEventError(ValueError):
-    """A shadow-mode control needs an env-level event the user's module does not announce (raised at setup)."""
 
 
 _EVAL_KEYS = ("episode_reward_mean", "episode_reward_std", "episode_length_mean", "episodes", "win_rate")
@@ -163,7 +160,7 @@ class PlainModuleSupport:
             kind = "the legacy side of a shadow-mode pair" if error else "wrapped by LegacyCallbackAdapter"
             message = unprovided_message(who, kind, event, self.module, route.source)
             if error:
-                raise MissingEventError(message)
+                raise MissingRLEventError(message)
             warnings.warn(message, stacklevel=2)
 
     def configure_rl_listeners(self) -> None:
@@ -226,6 +223,13 @@ class PlainModuleSupport:
         self.adapter._fire("on_rollout_end", hook, rollout_info=info)
 
     # -- updates (optimizer step hooks) ------------------------------------------------------------
+    def train_start(self) -> None:
+        """At ``on_train_start``: on a resume, ``trainer.cycle`` is the checkpoint's cycle (as in the legacy
+        loop), i.e. the epoch before the one Lightning continues with; then listen to the optimizers."""
+        trainer = self.trainer
+        self.cycle = max(trainer.current_epoch - 1, 0) if trainer.ckpt_path else trainer.current_epoch
+        self.attach_optimizers(trainer.optimizers)
+
     def attach_optimizers(self, optimizers: list[Any]) -> None:
         self.detach()
         for opt in optimizers:

@@ -51,7 +51,7 @@ from .ppo import RL_EVENTS
 
 __all__ = ["RLEventBus", "RLCounters", "RLPayloadError", "RL_HOOKS", "RL_PAYLOAD_KEYS", "rl_noop",
            "provided_events", "active_trainer", "enter_fit", "leave_fit", "PROVIDES_ATTR", "OBJECT_PROVIDES_ATTR",
-           "LEVEL_OF_RL_EVENT", "unprovided_message"]
+           "LEVEL_OF_RL_EVENT", "unprovided_message", "MissingRLEventError"]
 
 #: RL event -> the callback method that receives it.
 RL_HOOKS = {event: f"on_rl_{event}" for event in RL_EVENTS}
@@ -99,6 +99,11 @@ def unprovided_message(who: str, kind: str, event: str, pl_module: Any, rl_event
 
 class RLPayloadError(ValueError):
     """An RL event's payload does not have the contract's shape (raised at the event's first emit)."""
+
+
+class MissingRLEventError(ValueError):
+    """A callback needs an RL event the module does not announce (raised at setup, naming the event and the
+    level of "bring your own module" that would provide it)."""
 
 
 def rl_noop(func):
@@ -266,7 +271,7 @@ def provided_events(pl_module: Any, depth: int = 4) -> frozenset[str]:
 
     The module's own ``rl_events_provided`` (``PPOLightningModule``: all); plus what objects it holds
     declare with ``fxai_rl_provides`` (an env wrapper), searched through attributes, lists, tuples and
-    dicts up to ``depth`` levels (tensors and ``nn.Module`` children are not searched).
+    dicts (of at most 64 items) up to ``depth`` levels (tensors and ``nn.Module`` children are not searched).
     """
     found = set(_declared(pl_module, PROVIDES_ATTR) or ())
     seen = {id(pl_module)}
@@ -286,11 +291,15 @@ def provided_events(pl_module: Any, depth: int = 4) -> frozenset[str]:
     return frozenset(found)
 
 
+#: Containers longer than this are data (a replay buffer, a list of transitions), not where envs are kept.
+_MAX_SEARCHED = 64
+
+
 def _children(obj: Any) -> Iterable[Any]:
     if isinstance(obj, dict):
-        return list(obj.values())
+        return list(obj.values()) if len(obj) <= _MAX_SEARCHED else ()
     if isinstance(obj, (list, tuple)):
-        return list(obj)
+        return list(obj) if len(obj) <= _MAX_SEARCHED else ()
     attrs = getattr(obj, "__dict__", None)
     if not isinstance(attrs, dict):
         return ()

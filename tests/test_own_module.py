@@ -194,6 +194,17 @@ def test_level1_six_legacy_callbacks_run_unchanged_and_resume(tmp_path, monkeypa
     assert loaded == [{"checkpoint_path": "version_0003.ckpt"}] and second[4].resumed_from.endswith("version_0003.ckpt")
 
 
+def test_level1_resume_from_ckpt_path_fires_checkpoint_loaded_with_its_path(tmp_path):
+    trainer_for(tmp_path, [], epochs=2).fit(DQNModule(make_cartpole(None)))
+    path = tmp_path / "ckpt" / "epoch=1-step=64.ckpt"
+    rec = Recorder()
+    trainer_for(tmp_path / "resumed", [LegacyCallbackAdapter(rec)], epochs=3).fit(DQNModule(make_cartpole(None)),
+                                                                                  ckpt_path=str(path))
+    loaded = [(offered, counters["cycle"]) for event, offered, counters in rec.trace if event == "on_checkpoint_loaded"]
+    assert loaded == [({"checkpoint_path": path.name}, 1)]  # trainer.cycle: the checkpoint's cycle, as in the legacy loop
+    assert [m["cycle"] for m in rec.metrics] == [2]
+
+
 def test_level1_warns_at_setup_about_env_events_it_cannot_provide(tmp_path):
     class Episodes:
         def on_episode_end(self, episode_info):
@@ -235,7 +246,8 @@ def test_a_native_port_needing_env_events_is_refused_at_setup(tmp_path):
 def test_a_shadowed_pair_needing_env_events_is_refused_at_setup(tmp_path):
     built = build_callbacks({"metrics": {"impl": "shadow"}}, env={}, run_dir=tmp_path)
     module = DQNModule(make_cartpole(None))
-    with pytest.raises(ValueError, match=r"needs the event '(on_)?episode_end', which DQNModule does not announce"):
+    with pytest.raises(MissingRLEventError, match=r"needs the event '(on_)?episode_end', which DQNModule does not "
+                                                  r"announce .*Level 2"):
         trainer_for(tmp_path, built.callbacks, epochs=1, checkpoints=False).fit(module)
     assert module.env_steps == 0
 
@@ -391,3 +403,34 @@ def test_the_bundled_module_pays_for_none_of_it(tmp_path):
     for hook in ("on_before_backward", "on_train_batch_start", "on_train_epoch_start", "on_validation_end"):
         assert getattr(adapter, hook) is None, hook  # switched off: Lightning skips them
     assert trainer.lightning_module.rl_events.counters is None  # the core counts; the bus keeps no counters
+
+
+# --------------------------------------------------------------------------- what Level 2 builds on
+
+
+def test_declared_providers_are_found_inside_the_module_and_the_fit_is_active(tmp_path):
+    import gymnasium as gym
+
+    from fxai_compat.rl_events import active_trainer, provided_events
+
+    class Announcing(gym.Wrapper):  # stands for the Level-2 wrapper: it declares what it announces
+        fxai_rl_provides = ("episode_start", "step_start", "step_end", "episode_end")
+
+    module = DQNModule(gym.wrappers.TimeLimit(Announcing(make_cartpole(None)), 50))
+    assert provided_events(module) == {"episode_start", "step_start", "step_end", "episode_end"}
+    assert provided_events(DQNModule(make_cartpole(2))) == frozenset()
+    seen = []
+
+    class Active:
+        def on_cycle_complete(self, trainer):
+            seen.append(active_trainer() is trainer.lightning_trainer)
+
+    class Episodes(Active):
+        def on_episode_end(self, episode_info):
+            pass
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer_for(tmp_path, [LegacyCallbackAdapter(Episodes())], epochs=1, checkpoints=False).fit(module)
+    assert not [w for w in caught if "does not announce" in str(w.message)]  # the module announces episode_end
+    assert seen == [True] and active_trainer() is None

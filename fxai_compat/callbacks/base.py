@@ -29,12 +29,10 @@ from typing import Any
 import pytorch_lightning as pl
 
 from ..lightning_host import rl_noop
+from ..rl_events import MissingRLEventError
 
 __all__ = ["RLCallback", "is_rl_noop", "MissingMetricError", "MissingRLEventError"]
 
-
-class MissingRLEventError(ValueError):
-    """A native RL callback needs an RL event the module does not announce (raised at setup)."""
 
 
 class MissingMetricError(KeyError):
