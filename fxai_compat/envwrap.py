@@ -212,6 +212,10 @@ class EnvEventHub(Callback):
         self.bus = RLEventBus.of(trainer, self.pl_module)
         self.emit = self.bus.emit
         self.counters = self.bus.counters
+        if self.counters is not None and (self.total_timesteps or self.num_episodes):
+            # Resumed from a checkpoint (load_state_dict): the counters continue where the run left them.
+            self.counters.total_timesteps, self.counters.num_episodes = self.total_timesteps, self.num_episodes
+            self.counters.seen_step_end = True
         self.wants = {event: bool(self.bus.listeners[event]) for event in _RL_EVENTS}
         for event, wanted in self.wants.items():  # attributes: the per-step tests are attribute loads
             setattr(self, f"want_{event}", wanted)

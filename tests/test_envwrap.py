@@ -244,3 +244,24 @@ def test_episodes_begun_before_fit_are_announced_after_training_start():
     events = [r["event"] for r in recorder.records]
     assert events[:5] == ["on_training_start"] + ["on_episode_start"] * 3 + ["on_rollout_start"]
     assert [r["args"]["episode_info"]["env_index"] for r in recorder.records[1:4]] == [0, 1, 2]
+
+
+def test_a_resumed_run_continues_the_counters(tmp_path):
+    recorder = GrammarRecorder()
+    module = MODULE_CLASSES["dqn"](wrap_env(make_cartpole(2)))
+    checkpoint = pl.callbacks.ModelCheckpoint(dirpath=str(tmp_path), save_last=True)
+    trainer = pl.Trainer(max_epochs=2, callbacks=[LegacyCallbackAdapter(recorder.proxy), checkpoint], logger=False,
+                         enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
+    trainer.fit(module)
+    before = recorder.records[-1]["counters"]
+    resumed = GrammarRecorder()
+    module = MODULE_CLASSES["dqn"](wrap_env(make_cartpole(2)))
+    trainer = pl.Trainer(max_epochs=3, callbacks=[LegacyCallbackAdapter(resumed.proxy)], logger=False,
+                         enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+                         accelerator="cpu")
+    trainer.fit(module, ckpt_path=str(tmp_path / "last.ckpt"))
+    first_step = _events(resumed.records, "on_step_end")[0]
+    assert first_step["args"]["step_info"]["total_timesteps"] == before["total_timesteps"] + 2
+    assert first_step["counters"]["total_timesteps"] == before["total_timesteps"] + 2
+    ends = _events(resumed.records, "on_episode_end")
+    assert ends[0]["counters"]["num_episodes"] == before["num_episodes"] + 1
