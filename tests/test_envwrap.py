@@ -14,6 +14,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import pytorch_lightning as pl
+import torch
 from user_modules import MODULE_CLASSES, PPOModule, make_cartpole
 
 from fxai_compat import LegacyCallbackAdapter
@@ -265,3 +266,27 @@ def test_a_resumed_run_continues_the_counters(tmp_path):
     assert first_step["counters"]["total_timesteps"] == before["total_timesteps"] + 2
     ends = _events(resumed.records, "on_episode_end")
     assert ends[0]["counters"]["num_episodes"] == before["num_episodes"] + 1
+
+
+class _StepsInWorker(torch.utils.data.Dataset):
+    """Steps a wrapped env inside a DataLoader worker process and returns the warnings it got there."""
+
+    def __init__(self, env):
+        self.env = env
+
+    def __len__(self):
+        return 1
+
+    def __getitem__(self, index):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            self.env.step(0)
+        return [str(w.message) for w in caught]
+
+
+def test_stepping_in_a_dataloader_worker_says_so():
+    env = wrap_env(make_cartpole(None))
+    env.reset(seed=0)
+    loader = torch.utils.data.DataLoader(_StepsInWorker(env), batch_size=None, num_workers=1)
+    (messages,) = list(loader)
+    assert len(messages) == 1 and "in a DataLoader worker process" in messages[0] and "num_workers=0" in messages[0]
