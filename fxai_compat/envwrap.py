@@ -219,8 +219,6 @@ class EnvEventHub(Callback):
         self.wants = {event: bool(self.bus.listeners[event]) for event in _RL_EVENTS}
         for event, wanted in self.wants.items():  # attributes: the per-step tests are attribute loads
             setattr(self, f"want_{event}", wanted)
-        # The bus counts episodes from episode_end payloads: those are built whenever it keeps counters.
-        self.build_episode_end = self.want_episode_end or self.counters is not None
         # Nobody to tell: no RL listener and no legacy adapter (which reads counters and metrics).
         from .adapter import LegacyCallbackAdapter
 
@@ -530,7 +528,7 @@ class RLVectorEnvWrapper(_Binding, gymnasium.vector.VectorWrapper):
         return out
 
     def _episodes_end(self, hub: EnvEventHub, terminations, truncations, infos: dict) -> None:
-        want_end = hub.build_episode_end
+        want_end = hub.want_episode_end
         restart = self._next_step or self._same_step
         for i, ret, length, info in self._finished(terminations, truncations, infos):
             hub.episode_ended(ret, length)
@@ -539,6 +537,8 @@ class RLVectorEnvWrapper(_Binding, gymnasium.vector.VectorWrapper):
                 hub.emit("episode_end", {"env_index": self._env_base + i, "episode_index": self._episode_index[i],
                                          "reward": ret, "length": length, "pnl": pnl, "trades": trades,
                                          "win_rate": win_rate})
+            elif hub.counters is not None:  # nobody listens: only the bus's counters learn of it
+                hub.counters.on_episode_end(hub.trainer, hub.pl_module, {"reward": ret, "length": length})
             if restart:
                 self._start_episode(hub, i)
 
@@ -608,11 +608,13 @@ class RLEnvWrapper(_Binding, gymnasium.Wrapper):
         if done:
             ret, length = self._return, self._length
             hub.episode_ended(ret, length)
-            if hub.build_episode_end:
+            if hub.want_episode_end:
                 pnl, trades, win_rate = _fx_stats(info, None)
                 hub.emit("episode_end", {"env_index": self._env_base, "episode_index": self._episode_index[0],
                                          "reward": ret, "length": length, "pnl": pnl, "trades": trades,
                                          "win_rate": win_rate})
+            elif hub.counters is not None:
+                hub.counters.on_episode_end(hub.trainer, hub.pl_module, {"reward": ret, "length": length})
             self._return, self._length = 0.0, 0
         return obs, reward, terminated, truncated, info
 
