@@ -399,7 +399,7 @@ def test_the_bundled_module_pays_for_none_of_it(tmp_path):
     adapter = LegacyCallbackAdapter(Steps())
     cfg = tiny(tmp_path, cycles=1, eval_every=0, checkpoint_every=0)
     trainer = fit(cfg, [adapter], logger=False)
-    assert adapter._plain is None and adapter.callback.steps == cfg.n_steps
+    assert adapter._own is None and adapter.callback.steps == cfg.n_steps
     for hook in ("on_before_backward", "on_train_batch_start", "on_train_epoch_start", "on_validation_end"):
         assert getattr(adapter, hook) is None, hook  # switched off: Lightning skips them
     assert trainer.lightning_module.rl_events.counters is None  # the core counts; the bus keeps no counters

@@ -506,7 +506,7 @@ def _cmd_parity(args: argparse.Namespace) -> int:
 
         return cmd_module_grammar(args.module, args.epochs)
 
-    from ..cli import load_run_config
+    from ..runfile import load_run_config
 
     overrides = list(args.set) if args.config else _default_train_overrides() + list(args.set)
     run = load_run_config(args.config, overrides)

@@ -1,5 +1,9 @@
 """Legacy events in a user's own LightningModule: what the adapter derives for a module without ``core``.
 
+:class:`OwnModuleRun` holds one fit's Level-1 state for one adapter (made at setup); the mixin
+:class:`_PlainModuleSupport` of :class:`~fxai_compat.adapter.core.LegacyCallbackAdapter` keeps the older
+batch-derived step and episode events (``done``/``dones`` in a batch or its outputs).
+
 "Bring your own module" has three levels; this file is Level 1 (no change to the module) and the
 bookkeeping that Levels 2 and 3 feed (``fxai_compat.rl_events``). What each level provides:
 
@@ -59,13 +63,14 @@ import warnings
 from collections.abc import Mapping
 from typing import Any
 
-from .lightning_host import LOGGED_METRICS
-from .ppo import METRIC_KEYS
-from .checkpoints import load_weights_only
-from .envwrap import hub_of
-from .rl_events import RL_HOOKS, MissingRLEventError, RLEventBus, provided_events, unprovided_message
+from ..checkpoints import load_weights_only
+from ..envwrap import hub_of
+from ..events import RL_SOURCE
+from ..lightning_host import LOGGED_METRICS
+from ..ppo import METRIC_KEYS
+from ..rl_events import RL_HOOKS, MissingRLEventError, RLEventBus, provided_events, unprovided_message
 
-__all__ = ["FOREIGN_METRIC_KEYS", "NOT_MAPPED", "LEVEL1_DERIVED", "PLAIN_MODULE_HOOKS", "PlainModuleSupport",
+__all__ = ["FOREIGN_METRIC_KEYS", "NOT_MAPPED", "LEVEL1_DERIVED", "PLAIN_MODULE_HOOKS", "OwnModuleRun",
            "is_foreign", "restore_foreign_module"]
 
 #: Legacy metric key -> the name a module logs it under, used by default for modules without ``core``.
@@ -123,7 +128,7 @@ def _logged_this_loop(results: Any, callback_metrics: Mapping[str, Any]) -> dict
     return out
 
 
-class PlainModuleSupport:
+class OwnModuleRun:
     """Level-1 derivation and Level-2/3 bookkeeping for one adapter in a module without ``core``."""
 
     def __init__(self, adapter: Any, trainer: Any, pl_module: Any, metric_keys: Mapping[str, str] | None):
@@ -336,18 +341,11 @@ class PlainModuleSupport:
                 out[key] = int(out[key])
         return out
 
-    def epoch_end(self) -> None:
-        """Before the epoch's metrics: a rollout still open ends; validation results are used once."""
-        self.close_rollout("on_train_epoch_end")
-
-    def after_cycle(self) -> None:
-        self.val_logged = None
-
 
 def restore_foreign_module(trainer: Any, pl_module: Any, path: str) -> None:
     """``trainer.load_checkpoint`` in a user's own module: its weights, its optimizers' states and its own
     ``on_load_checkpoint``, from a Lightning checkpoint (``CheckpointError`` if the file is not one)."""
-    from .checkpoints import CheckpointError
+    from ..checkpoints import CheckpointError
 
     data = load_weights_only(path)
     if not isinstance(data, dict) or "state_dict" not in data:
@@ -359,3 +357,40 @@ def restore_foreign_module(trainer: Any, pl_module: Any, path: str) -> None:
     states = data.get("optimizer_states") or []
     for optimizer, state in zip(trainer.optimizers, states):
         optimizer.load_state_dict(state)
+
+
+class _PlainModuleSupport:
+    """Batch-derived events for modules without ``rl_events``; counters in ``_fallback_steps``/``_fallback_episodes``."""
+
+    def _fallback_from_batch(self, outputs: Any, batch: Any) -> None:
+        """Derive step and episode events from ``done``/``dones``, ``episode_rewards``, ``episode_lengths``
+        found in the step's outputs or batch (the seed guide's approach). Lost in fidelity: per-step
+        timing (one step per batch), ``pnl``/``trades``/``win_rate`` (0, 0, NaN), env indices
+        (positions in the batch), and rollout/update events (not derivable)."""
+        source = outputs if isinstance(outputs, Mapping) and any(k in outputs for k in ("done", "dones")) else batch
+        if not isinstance(source, Mapping):
+            return
+        dones = source.get("dones", source.get("done"))
+        if dones is None:
+            return
+        dones = [bool(d) for d in (dones.tolist() if hasattr(dones, "tolist") else dones)]
+        rewards = source.get("episode_rewards")
+        lengths = source.get("episode_lengths")
+        rewards = rewards.tolist() if hasattr(rewards, "tolist") else rewards
+        lengths = lengths.tolist() if hasattr(lengths, "tolist") else lengths
+        self._fallback_steps += len(dones)
+        hook = "on_train_batch_end (derived from batch)"
+        if "on_step_end" in self.routes and self.routes["on_step_end"].kind == RL_SOURCE:
+            self._fire("on_step_end", hook, step_info={"step": self._fallback_steps // max(len(dones), 1) - 1,
+                                                       "total_timesteps": self._fallback_steps, "rewards": [],
+                                                       "dones": dones, "actions": []})
+        for i, done in enumerate(dones):
+            if not done:
+                continue
+            self._fallback_episodes += 1
+            info = {"env_index": i, "episode_index": self._fallback_episodes - 1,
+                    "reward": float(rewards[i]) if rewards is not None else float("nan"),
+                    "length": int(lengths[i]) if lengths is not None else 0,
+                    "pnl": 0.0, "trades": 0, "win_rate": float("nan")}
+            if "on_episode_end" in self.routes and self.routes["on_episode_end"].kind == RL_SOURCE:
+                self._fire("on_episode_end", hook, episode_info=info)
