@@ -333,10 +333,13 @@ class EnvEventHub(Callback):
                 "num_episodes": self.num_episodes, "episodes_started": self._episodes_started}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Counters from a checkpoint (a resume, or ``trainer.load_checkpoint`` by a legacy callback)."""
         self.vector_steps = state["vector_steps"]
         self.total_timesteps = state["total_timesteps"]
         self.num_episodes = state["num_episodes"]
         self._episodes_started = state["episodes_started"]
+        if self.connected and self.counters is not None:
+            self.counters.total_timesteps, self.counters.num_episodes = self.total_timesteps, self.num_episodes
 
 
 def _mean(values: list) -> float:

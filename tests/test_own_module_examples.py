@@ -45,3 +45,14 @@ def test_own_module_off_policy_trains_with_the_six_legacy_callbacks(tmp_path):
     assert evaluation_cb.num_evaluations == 3 and len(evaluation_cb.history) == 3
     assert all(r["episodes"] == 3 for r in evaluation_cb.history)  # the eval env's episodes, not training ones
     assert len(continuous_cb.copies) == 3
+
+
+def test_running_an_example_again_continues_from_the_newest_version(tmp_path):
+    """The continuous-training callback loads the last run's newest checkpoint into the user's module:
+    its weights and, through the wrapped env, the counters (the contract's trainer.load_checkpoint)."""
+    first = _run("own_module_offpolicy.py", tmp_path)
+    second = _run("own_module_offpolicy.py", tmp_path)
+    continuous_cb = second["callbacks"][4]
+    assert continuous_cb.resumed_from.endswith("version_0003.ckpt")
+    assert [h["timesteps_total"] for h in second["history"]] == [240, 300, 360]
+    assert first["history"][-1]["timesteps_total"] == 180

@@ -357,6 +357,10 @@ def restore_foreign_module(trainer: Any, pl_module: Any, path: str) -> None:
     states = data.get("optimizer_states") or []
     for optimizer, state in zip(trainer.optimizers, states):
         optimizer.load_state_dict(state)
+    hub = hub_of(trainer)  # wrapped envs (Level 2): the counters continue from the checkpoint's
+    env_state = (data.get("callbacks") or {}).get(hub.state_key) if hub is not None else None
+    if env_state is not None:
+        hub.load_state_dict(env_state)
 
 
 class _PlainModuleSupport:
