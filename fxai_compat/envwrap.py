@@ -33,6 +33,9 @@ resetting each finished sub-env; that call is not a transition, so it adds nothi
 nor to the next episode's length. ``SAME_STEP`` resets inside the ending step; ``DISABLED`` leaves the reset
 to the caller (``reset(options={"reset_mask": ...})``), which announces the new episodes.
 
+Under DDP each process binds its own wrapped envs: ``env_index`` and the counters are that rank's (see the
+README's "Your own LightningModule" for what ``ranks="zero"`` then sees).
+
 Cost: without listeners and adapters on the trainer a bound wrapper only forwards; with them, per vector
 step a few numpy operations, and each RL payload is built only when a callback listens to its event.
 """
