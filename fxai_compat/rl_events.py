@@ -318,9 +318,10 @@ _ACTIVE: list[Any] = []
 
 
 def enter_fit(trainer: Any) -> None:
-    """Mark ``trainer``'s ``fit`` as running in this process (idempotent)."""
+    """Mark ``trainer``'s ``fit`` as running in this process (idempotent); a new fit gets a new shared bus."""
     if not any(t is trainer for t in _ACTIVE):
         _ACTIVE.append(trainer)
+        trainer._fxai_rl_bus = None
 
 
 def leave_fit(trainer: Any) -> None:

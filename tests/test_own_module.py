@@ -403,6 +403,11 @@ def test_the_bundled_module_pays_for_none_of_it(tmp_path):
     for hook in ("on_before_backward", "on_train_batch_start", "on_train_epoch_start", "on_validation_end"):
         assert getattr(adapter, hook) is None, hook  # switched off: Lightning skips them
     assert trainer.lightning_module.rl_events.counters is None  # the core counts; the bus keeps no counters
+    from fxai_compat.adapter.plain_module import is_foreign
+
+    user = DQNModule(make_cartpole(None))
+    user.core = pl.LightningModule()  # a user's own "core" does not make it the bundled module
+    assert is_foreign(user) and not is_foreign(trainer.lightning_module)
 
 
 # --------------------------------------------------------------------------- what Level 2 builds on

@@ -44,6 +44,13 @@ NaN otherwise, plus every value it logged under its own name. Values the module 
 ``on_train_epoch_end`` are not in that epoch's ``metrics`` (Lightning runs callbacks' epoch-end hooks
 before the module's).
 
+Under DDP, a user's module's events are each rank's own (nothing is gathered across ranks): with
+``ranks="zero"`` the callbacks run on rank 0 and see rank 0's announced episodes, steps and counters
+only; with ``ranks="all"`` each rank's callbacks see that rank's. (``PPOLightningModule`` instead
+gathers every rank's episodes to rank 0 with global ``env_index``; a user's module would need its own
+global numbering and a gather, which this library cannot infer.) Level-1 events (updates, rollouts,
+cycles, checkpoints) are the same on every rank.
+
 The ``metrics`` dict (``on_metrics_computed`` / ``on_cycle_complete``) of a cycle holds: every value the
 module logged during the epoch's training and validation, under its logged name, as a plain float (the
 epoch-reduced value for ``on_epoch`` logging, else the latest); ``cycle`` (the epoch); the legacy keys of
@@ -67,7 +74,7 @@ from ..checkpoints import load_weights_only
 from ..envwrap import hub_of
 from ..events import RL_SOURCE
 from ..lightning_host import LOGGED_METRICS
-from ..ppo import METRIC_KEYS
+from ..ppo import METRIC_KEYS, PPOCore
 from ..rl_events import RL_HOOKS, MissingRLEventError, RLEventBus, provided_events, unprovided_message
 
 __all__ = ["FOREIGN_METRIC_KEYS", "NOT_MAPPED", "LEVEL1_DERIVED", "PLAIN_MODULE_HOOKS", "OwnModuleRun",
@@ -102,8 +109,8 @@ _NAN = float("nan")
 
 
 def is_foreign(pl_module: Any) -> bool:
-    """True for a module without this library's PPO core (a user's own module)."""
-    return getattr(pl_module, "core", None) is None
+    """True for a module without this library's PPO core (a user's own module, even one with a ``core`` of its own)."""
+    return not isinstance(getattr(pl_module, "core", None), PPOCore)
 
 
 def _plain(value: Any) -> Any:
@@ -136,7 +143,7 @@ class OwnModuleRun:
         self.metric_keys = dict(FOREIGN_METRIC_KEYS if metric_keys is None else {**FOREIGN_METRIC_KEYS, **metric_keys})
         self.provided = provided_events(pl_module)
         routes = adapter.routes
-        rl_routed = {route.source for route in routes.values() if route.kind == "rl"}
+        rl_routed = {route.source for route in routes.values() if route.kind == RL_SOURCE}
         #: The RL events this adapter derives (Level 1) because the module does not announce them.
         self.derived = {event for event in LEVEL1_DERIVED if event in rl_routed and event not in self.provided}
         self.rollout_open = False
@@ -158,7 +165,7 @@ class OwnModuleRun:
         """A legacy callback listening to an env-level event the module does not announce: say so at setup
         (a warning; an error for a shadow-mode control, whose comparison would be meaningless)."""
         for event, route in self.adapter.routes.items():
-            if route.kind != "rl" or route.source in self.provided or route.source in LEVEL1_DERIVED:
+            if route.kind != RL_SOURCE or route.source in self.provided or route.source in LEVEL1_DERIVED:
                 continue
             names = [type(binding.callback).__name__ for binding in self.adapter.manager.bindings(event)]
             who = f"legacy callback {', '.join(names)}"

@@ -51,11 +51,11 @@ class LightningTrainerView:
         counters = self._adapter._ddp_counters  # all ranks together, under DDP (see _deliver_gathered)
         if counters is not None:
             return counters[index]
-        core = getattr(self._module, "core", None)
-        if core is not None:
-            return getattr(core, name)
-        own = self._adapter._own  # a user's module: the counters kept from announced events (Level 2/3)
-        counters = own.counters() if own is not None else None
+        own = self._adapter._own
+        if own is None:
+            core = getattr(self._module, "core", None)
+            return getattr(core, name) if core is not None else getattr(self._adapter, fallback)
+        counters = own.counters()  # a user's module: the counters kept from announced events (Level 2/3)
         if counters is not None and (counters.seen_step_end or counters.seen_episode_end):
             return getattr(counters, name)
         return getattr(self._adapter, fallback)
@@ -70,11 +70,11 @@ class LightningTrainerView:
 
     @property
     def cycle(self) -> int:
-        core = getattr(self._module, "core", None)
-        if core is not None:
-            return core.cycle
         own = self._adapter._own
-        return own.cycle if own is not None else self._trainer.current_epoch
+        if own is not None:
+            return own.cycle
+        core = getattr(self._module, "core", None)
+        return core.cycle if core is not None else self._trainer.current_epoch
 
     @property
     def stop_training(self) -> bool:
