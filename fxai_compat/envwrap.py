@@ -264,6 +264,8 @@ class EnvEventHub(Callback):
 
     def open_rollout(self) -> None:
         self.rollout_open = True
+        if self.counters is not None:
+            self.counters.seen_step_end = True  # env steps are counted from now on (see the wrappers' step)
         self._rollout_from = self.total_timesteps
         self._rollout_returns = []
         if self.want_rollout_start:
@@ -492,23 +494,23 @@ class RLVectorEnvWrapper(_Binding, gymnasium.vector.VectorWrapper):
         self._returns += rewards
         self._calls += 1
         if self._resetting:  # NEXT_STEP: those calls reset a finished sub-env; not transitions
-            hub.total_timesteps += self._n - len(self._resetting)
+            total = hub.total_timesteps + self._n - len(self._resetting)
             self._resetting.clear()
         else:
-            hub.total_timesteps += self._n
+            total = hub.total_timesteps + self._n
+        hub.total_timesteps = total
         no_done = self._no_done
         if no_done is None or type(terminations) is not np.ndarray or type(truncations) is not np.ndarray:
             ended = self._any_done(terminations, truncations)
         else:  # ~0.3 us; ndarray.any() costs ~2.5 us each on this stack
             ended = terminations.tobytes() != no_done or truncations.tobytes() != no_done
         if hub.want_step_end:
-            hub.emit("step_end", {"step": hub.vector_steps, "total_timesteps": hub.total_timesteps,
+            hub.emit("step_end", {"step": hub.vector_steps, "total_timesteps": total,
                                   "rewards": np.asarray(rewards, dtype=np.float64).tolist(),
                                   "dones": np.logical_or(terminations, truncations).tolist(),
                                   "actions": np.asarray(actions).tolist()})
-        elif hub.counters is not None:  # only the bus's counters learn the new total
-            hub.counters.total_timesteps = hub.total_timesteps
-            hub.counters.seen_step_end = True
+        elif hub.counters is not None:  # only the bus's counters learn the new total (seen_step_end: open_rollout)
+            hub.counters.total_timesteps = total
         hub.vector_steps += 1
         if ended:
             self._episodes_end(hub, terminations, truncations, infos)
@@ -534,19 +536,23 @@ class RLVectorEnvWrapper(_Binding, gymnasium.vector.VectorWrapper):
         return out
 
     def _episodes_end(self, hub: EnvEventHub, terminations, truncations, infos: dict) -> None:
-        want_end = hub.want_episode_end
+        want_end, counters = hub.want_episode_end, hub.counters
         restart = self._next_step or self._same_step
         for i, ret, length, info in self._finished(terminations, truncations, infos):
-            hub.episode_ended(ret, length)
+            hub.num_episodes += 1
+            hub._rollout_returns.append(ret)
             if want_end:
                 pnl, trades, win_rate = _fx_stats(info, i)
                 hub.emit("episode_end", {"env_index": self._env_base + i, "episode_index": self._episode_index[i],
                                          "reward": ret, "length": length, "pnl": pnl, "trades": trades,
                                          "win_rate": win_rate})
-            elif hub.counters is not None:  # nobody listens: only the bus's counters learn of it
-                hub.counters.on_episode_end(hub.trainer, hub.pl_module, {"reward": ret, "length": length})
+            elif counters is not None:  # nobody listens: only the bus's counters learn of it
+                counters.on_episode_end(hub.trainer, hub.pl_module, {"reward": ret, "length": length})
             if restart:
-                self._start_episode(hub, i)
+                self._episode_index[i] = hub.new_episode_index()
+                if hub.want_episode_start:
+                    hub.emit("episode_start", {"env_index": self._env_base + i,
+                                               "episode_index": self._episode_index[i]})
 
     def _eval_step(self, hub: EnvEventHub, actions):
         obs, rewards, terminations, truncations, infos = self.env.step(actions)
