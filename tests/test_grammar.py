@@ -117,3 +117,38 @@ def test_a_users_module_from_the_command_line(capsys):
 def test_check_module_grammar_refuses_what_is_not_a_module():
     with pytest.raises(TypeError, match="returned dict, not a pytorch_lightning.LightningModule"):
         check_module_grammar(dict)
+
+
+TINY_MODULE = '''
+import gymnasium as gym, pytorch_lightning as pl, torch
+from fxai_compat import wrap_env
+
+class Tiny(pl.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.env, self.layer, self.obs = wrap_env(gym.make("CartPole-v1")), torch.nn.Linear(4, 2), None
+    def train_dataloader(self):
+        return torch.utils.data.DataLoader(range(30), batch_size=None)
+    def training_step(self, batch, batch_idx):
+        if self.obs is None:
+            self.obs, _ = self.env.reset(seed=0)
+        self.obs, _, terminated, truncated, _ = self.env.step(int(batch) % 2)
+        if terminated or truncated:
+            self.obs, _ = self.env.reset()
+        return self.layer(torch.as_tensor(self.obs)).sum()
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.01)
+'''
+
+
+def test_the_console_script_imports_the_users_module_from_the_current_folder(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    (tmp_path / "tiny_module.py").write_text(TINY_MODULE)
+    script = Path(sys.executable).parent / "fxai-compat"
+    done = subprocess.run([str(script), "parity", "--module", "tiny_module:Tiny", "--epochs", "1"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "event grammar of tiny_module:Tiny: ok" in done.stdout

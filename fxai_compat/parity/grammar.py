@@ -241,11 +241,17 @@ for _event in EVENTS:
 
 
 def load_factory(spec: str) -> Callable[..., Any]:
-    """``"pkg.mod:factory"`` -> the callable (a LightningModule class or a function returning a module)."""
+    """``"pkg.mod:factory"`` -> the callable (a LightningModule class or a function returning a module); modules
+    of the current folder are importable, as with ``python -m``."""
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
         raise ValueError(f"--module takes 'package.module:factory' (a callable returning a LightningModule); "
                          f"got {spec!r}.")
+    import os
+    import sys
+
+    if os.getcwd() not in sys.path and "" not in sys.path:  # as `python -m` would: the current folder imports
+        sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
