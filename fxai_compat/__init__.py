@@ -20,6 +20,7 @@ _EXPORTS = {
     "LegacyTrainer": "legacy_host",
     "PPOLightningModule": "lightning_host", "RLDataModule": "lightning_host", "RLEventBus": "rl_events",
     "RLPayloadError": "rl_events", "RLCounters": "rl_events", "provided_events": "rl_events",
+    "MissingRLEventError": "rl_events",
     "RL_HOOKS": "lightning_host", "NotifyingCheckpointIO": "lightning_host", "fit": "lightning_host",
     "build_trainer": "lightning_host", "LOGGED_METRICS": "lightning_host",
     "LegacyCallbackAdapter": "adapter", "LightningTrainerView": "adapter", "wrap": "adapter",

@@ -175,9 +175,9 @@ def bind_event(callback: Any, event: str) -> EventBinding | None:
 
     Inherited no-ops of ``BaseCallback`` and methods set to ``None`` count as not defined;
     methods assigned on the instance (including ``functools.partial`` objects) count as defined.
-    Each parameter whose name the event offers receives that argument, default or not, positional-only
-    ones by position (as pluggy passes them); ``**kwargs`` receives every offered argument; ``*args`` and parameters with defaults the
-    event does not offer are left alone. A parameter without a default that the event does not
+    Each parameter whose name the event offers receives that argument, default or not (positional-only
+    ones by position, as pluggy passes them); ``**kwargs`` receives every offered argument; ``*args``
+    and parameters with defaults the event does not offer are left alone. A parameter without a default that the event does not
     offer raises ``CallbackSignatureError``, naming the callback, method, signature and the
     offered names.
     """

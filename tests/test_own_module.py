@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import warnings
 from collections import Counter
 
-import numpy as np
 import optuna
 import pytest
 import pytorch_lightning as pl
@@ -21,18 +21,22 @@ from conftest import RecordingCallback
 from pytorch_lightning.callbacks import ModelCheckpoint
 from user_modules import DQNModule, ManualPPOModule, MODULE_CLASSES, PPOModule, make_cartpole
 
-from fxai_compat import LegacyCallbackAdapter, RLEventBus, RLPayloadError, build_callbacks
+from fxai_compat import LegacyCallbackAdapter, MissingRLEventError, RLEventBus, RLPayloadError, build_callbacks
+from fxai_compat.adapter.plain_module import LEVEL_EVENTS
 from fxai_compat.callbacks import MetricsCallback as NativeMetrics
-from fxai_compat.callbacks import MissingRLEventError
 from fxai_compat.ppo import METRIC_KEYS
-from legacy_callbacks import create_callbacks
+from legacy_callbacks import EVENTS, create_callbacks
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning"),
               pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
-ENV_STEPS = {"iterable_ppo": "steps_per_epoch", "dqn": "steps_per_epoch", "manual_ppo": "steps_per_epoch"}
-LEVEL1_ABSENT = {"on_episode_start", "on_step_start", "on_step_end", "on_episode_end"}
+
+def test_the_levels_table_covers_the_sixteen_events_once():
+    from fxai_compat.rl_events import LEVEL_OF_RL_EVENT
+
+    assert sorted(LEVEL_EVENTS[1] + LEVEL_EVENTS[2]) == sorted(EVENTS)
+    assert {f"on_{e}" for e, level in LEVEL_OF_RL_EVENT.items() if level == 2} == set(LEVEL_EVENTS[2])
 
 
 def trainer_for(tmp_path, callbacks, epochs=3, checkpoints=True, **kwargs):
@@ -97,7 +101,7 @@ def test_level1_events_metrics_updates_checkpoints(style, n_envs, tmp_path):
     epochs = 3
     assert names[0] == "on_training_start" and names[-1] == "on_training_end"
     assert counts["on_training_start"] == counts["on_training_end"] == 1
-    assert not LEVEL1_ABSENT & set(counts)  # not providable at Level 1: not faked
+    assert set(counts) == set(LEVEL_EVENTS[1]) - {"on_checkpoint_loaded"}  # exactly Level 1's (nothing was loaded)
     for event in ("on_rollout_start", "on_rollout_end", "on_evaluation_start", "on_evaluation_end",
                   "on_metrics_computed", "on_cycle_complete", "on_checkpoint_saved"):
         assert counts[event] == epochs, event  # the sanity check fired nothing
@@ -132,7 +136,8 @@ def test_level1_events_metrics_updates_checkpoints(style, n_envs, tmp_path):
     for name in logged:
         assert rec.metrics[-1][name] == pytest.approx(float(final[name]), rel=1e-6)
     assert all(model is module for model in rec.models)
-    assert rec.evals[-1]["val_reward"] == float(final["val_reward"]) and math.isnan(rec.evals[-1]["episode_reward_mean"])
+    last_eval = rec.evals[-1]
+    assert last_eval["val_reward"] == float(final["val_reward"]) and math.isnan(last_eval["episode_reward_mean"])
     written = sorted(str(p) for p in (tmp_path / "ckpt").glob("*.ckpt"))
     assert sorted(path for path, _ in rec.saved) == written and all(on_disk for _, on_disk in rec.saved)
 
@@ -201,7 +206,7 @@ def test_level1_resume_from_ckpt_path_fires_checkpoint_loaded_with_its_path(tmp_
     trainer_for(tmp_path / "resumed", [LegacyCallbackAdapter(rec)], epochs=3).fit(DQNModule(make_cartpole(None)),
                                                                                   ckpt_path=str(path))
     loaded = [(offered, counters["cycle"]) for event, offered, counters in rec.trace if event == "on_checkpoint_loaded"]
-    assert loaded == [({"checkpoint_path": path.name}, 1)]  # trainer.cycle: the checkpoint's cycle, as in the legacy loop
+    assert loaded == [({"checkpoint_path": path.name}, 1)]  # trainer.cycle: the checkpoint's cycle, as in legacy
     assert [m["cycle"] for m in rec.metrics] == [2]
 
 
@@ -337,11 +342,17 @@ def test_level3_announced_events_reach_legacy_callbacks_with_exact_values(tmp_pa
     assert [r["steps"] for r in rollouts] == [48, 48, 48] or sum(r["steps"] for r in rollouts) == module.total
 
 
-def test_level3_native_port_runs_when_the_module_announces_its_events(tmp_path):
-    native = NativeMetrics()
+@pytest.mark.parametrize("impl", ["native", "shadow"])
+def test_level3_native_port_and_shadow_pair_run_when_the_module_announces_its_events(impl, tmp_path):
+    built = build_callbacks({"metrics": {"window_size": 100, "impl": impl}}, env={}, run_dir=tmp_path,
+                            shadow_strict=True)
     module = AnnouncingPPO(make_cartpole(2), steps_per_epoch=24)
-    trainer_for(tmp_path, [native], epochs=2, checkpoints=False).fit(module)
-    assert list(native.rewards) == [r for _, r, _ in module.episode_log][-len(native.rewards):]
+    trainer_for(tmp_path, built.callbacks, epochs=2, checkpoints=False).fit(module)
+    assert list(built.native["metrics"].rewards) == [r for _, r, _ in module.episode_log]
+    if impl == "shadow":  # the legacy control saw the same episodes: every per-cycle comparison agreed
+        assert list(built.legacy["metrics"].rewards) == [r for _, r, _ in module.episode_log]
+        summary = built.monitor.summary()
+        assert built.monitor.mismatches == 0 and re.search(r"[1-9]\d* comparisons, 0 mismatch", summary), summary
 
 
 @pytest.mark.parametrize("key", ["pnl", "reward"])

@@ -388,7 +388,8 @@ class LegacyCallbackAdapter(_AdapterBase, _DDPSupport, _PlainModuleSupport, Call
         self._view = self.view_class(self, trainer, pl_module)
         self._active = self.ranks == "all" or trainer.global_rank == 0
         # A user's own module (no core): Level-1 derivation; under DDP each rank's events stay on that rank.
-        own = self._own = OwnModuleRun(self, trainer, pl_module, self._metric_keys_arg) if is_foreign(pl_module) else None
+        own = self._own = (OwnModuleRun(self, trainer, pl_module, self._metric_keys_arg) if is_foreign(pl_module)
+                           else None)
         self._ddp_buffer = [] if (self.ranks == "zero" and trainer.world_size > 1 and own is None) else None
         self._ddp_counters = None
         self._fallback_steps = self._fallback_episodes = 0  # counters of a plain module's run

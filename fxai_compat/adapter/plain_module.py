@@ -24,8 +24,8 @@ level                       legacy events delivered (with what)
                             (the env's own values), the ``total_timesteps`` / ``num_episodes`` counters and
                             the legacy metric keys ``timesteps_total``, ``episodes_total``,
                             ``episode_reward_mean``, ``episode_length_mean`` (from the announced episodes).
-3: announce with RLEventBus any of the eight RL events with the module's own payloads; a declared
-                            event replaces Level 1's derivation of it (``rl_events_provided``).
+3: announce (RLEventBus)    any of the eight RL events with the module's own payloads; a declared event
+                            replaces Level 1's derivation of it (``rl_events_provided``).
 ==========================  ==============================================================================
 
 Not provided at Level 1, and not faked: env steps and episodes (no ``on_step_*`` / ``on_episode_*``;
@@ -59,8 +59,8 @@ as the mean of the epoch's optimizer steps' backward losses; once env steps or e
 (Level 2 or 3), the exact legacy keys the announced episodes give (these win over logged values of the
 same name); on cycles with validation, ``eval_episode_reward_mean`` and ``eval_win_rate`` (see
 ``eval_results``); and every other key of the contract's ``metrics`` as NaN, so that legacy callbacks
-reading them run (the value says "not known at this level"). Why ``avg_ep_reward`` is not mapped to ``episode_reward_mean`` by
-default: see :data:`NOT_MAPPED`.
+reading them run (the value says "not known at this level"). Why ``avg_ep_reward`` is not mapped to
+``episode_reward_mean`` by default: see :data:`NOT_MAPPED`.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ from ..lightning_host import LOGGED_METRICS
 from ..ppo import METRIC_KEYS, PPOCore
 from ..rl_events import RL_HOOKS, MissingRLEventError, RLEventBus, provided_events, unprovided_message
 
-__all__ = ["FOREIGN_METRIC_KEYS", "NOT_MAPPED", "LEVEL1_DERIVED", "PLAIN_MODULE_HOOKS", "OwnModuleRun",
+__all__ = ["FOREIGN_METRIC_KEYS", "NOT_MAPPED", "LEVEL_EVENTS", "LEVEL1_DERIVED", "PLAIN_MODULE_HOOKS", "OwnModuleRun",
            "is_foreign", "restore_foreign_module"]
 
 #: Legacy metric key -> the name a module logs it under, used by default for modules without ``core``.
@@ -94,6 +94,16 @@ NOT_MAPPED: dict[str, str] = {
     "avg_ep_len": "as avg_ep_reward, for episode_length_mean.",
     "val_reward": "a validation metric of the module's own making; map it with "
                   "metric_keys={'eval_episode_reward_mean': 'val_reward'}.",
+}
+
+#: Level -> the legacy events it adds (Level 3 adds nothing new: it lets the module announce any RL event with
+#: its own payloads, replacing Level 1's derivation of it). The docstring's table says the same in words.
+LEVEL_EVENTS: dict[int, tuple[str, ...]] = {
+    1: ("on_training_start", "on_rollout_start", "on_rollout_end", "on_update_start", "on_update_end",
+        "on_evaluation_start", "on_evaluation_end", "on_metrics_computed", "on_cycle_complete", "on_checkpoint_saved",
+        "on_checkpoint_loaded", "on_training_end"),
+    2: ("on_episode_start", "on_step_start", "on_step_end", "on_episode_end"),
+    3: (),
 }
 
 #: RL events Level 1 derives for legacy callbacks (through the adapter) when the module does not announce them.

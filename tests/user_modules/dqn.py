@@ -82,7 +82,8 @@ class DQNModule(pl.LightningModule):
         self.play_step()
         finished = self.env.finished
         if finished:
-            self.log("avg_ep_reward", float(np.mean([r for _, r, _ in finished[-10:]])), on_step=False, on_epoch=True, batch_size=1)
+            self.log("avg_ep_reward", float(np.mean([r for _, r, _ in finished[-10:]])), on_step=False, on_epoch=True,
+                     batch_size=1)
         self.log("epsilon", self.epsilon(), on_step=False, on_epoch=True, batch_size=1)
         if len(self.buffer) < self.hparams.warm_start:
             return None

@@ -67,7 +67,8 @@ class ManualPPOModule(pl.LightningModule):
         obs, actions, logp_old, adv, ret = self.collect()
         ended = self.env.finished[first:]
         if ended:
-            self.log("avg_ep_reward", float(np.mean([r for _, r, _ in ended])), on_step=False, on_epoch=True, batch_size=1)
+            self.log("avg_ep_reward", float(np.mean([r for _, r, _ in ended])), on_step=False, on_epoch=True,
+                     batch_size=1)
         optimizers = self.optimizers()
         optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
         losses = []
