@@ -13,9 +13,11 @@ How a wrapper finds its run (no help from the module):
 
 * ``LegacyCallbackAdapter.setup`` calls :func:`attach`, which gives the trainer one :class:`EnvEventHub`
   (a Lightning callback placed first in ``trainer.callbacks``) and binds every wrapped env it finds on the
-  module, its datamodule, and their attributes one level down (lists, tuples, dicts, datasets included).
+  module and its datamodule, searching their attributes (and lists, tuples, dicts) a few levels down, so an
+  env held by the module's env runner or dataset is found too.
 * A wrapped env held elsewhere binds at its first ``reset``/``step`` inside ``fit``: the wrapper looks up
-  the ``Trainer._run`` frame on the call stack (once per fit).
+  the ``Trainer._run`` frame on the call stack (once per fit), else ``rl_events.active_trainer()``. The
+  hub connects to the run's shared ``RLEventBus`` at that first use, once every callback is set up.
 * At the end of ``fit`` (``teardown``, or an exception) the hub unbinds every wrapper. Stepping a wrapped
   env outside ``fit`` passes through to the env and warns once (:class:`OutsideFitWarning`); so does stepping
   it in a ``DataLoader`` worker process (events cannot cross processes: use ``num_workers=0``).
@@ -23,8 +25,8 @@ How a wrapper finds its run (no help from the module):
 Event moments: ``on_episode_start`` at ``reset`` (and, for a vector env that resets itself, right after the
 episode's ``on_episode_end``, as the contract orders it); episodes begun before ``fit`` are announced at the
 env's first use inside ``fit``. ``on_rollout_start`` comes before the first env step of a cycle;
-``on_rollout_end`` before the next optimizer update (``on_before_backward`` / ``on_before_optimizer_step``)
-or at the epoch's end, whichever is first; a module that steps the env between updates (off-policy, one
+``on_rollout_end`` before the next optimizer update (before Level 1's ``on_update_start``; at the latest at
+``on_before_backward`` / ``on_before_optimizer_step``) or at the epoch's end, whichever is first; a module that steps the env between updates (off-policy, one
 env step per ``training_step``) therefore has one short rollout per update. A ``reset`` in the middle of
 an episode abandons it without an ``on_episode_end`` (it did not end).
 
@@ -36,8 +38,11 @@ to the caller (``reset(options={"reset_mask": ...})``), which announces the new 
 Under DDP each process binds its own wrapped envs: ``env_index`` and the counters are that rank's (see the
 README's "Your own LightningModule" for what ``ranks="zero"`` then sees).
 
-Cost: without listeners and adapters on the trainer a bound wrapper only forwards; with them, per vector
-step a few numpy operations, and each RL payload is built only when a callback listens to its event.
+Cost (``python -m fxai_compat.bench_envwrap``, CartPole ``SyncVectorEnv`` of 8, ~80 us per vector step):
+without listeners and adapters on the trainer a bound wrapper only forwards (ratio ~1.00); with a legacy
+adapter it keeps the counters and the episodes' sums, ~2-4 us per vector step (one numpy add, two byte
+comparisons, a few attribute updates; more on steps where episodes end). Each RL payload is built only
+when a callback listens to its event; counters nobody reads as payloads are fed to the bus directly.
 """
 
 from __future__ import annotations
