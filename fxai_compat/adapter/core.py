@@ -547,6 +547,8 @@ class LegacyCallbackAdapter(_AdapterBase, _DDPSupport, _PlainModuleSupport, Call
         self._dispatch_hook("on_fit_end")
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        if self._own is not None:
+            self._own.before_step()
         self._dispatch_hook("on_before_optimizer_step")
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:

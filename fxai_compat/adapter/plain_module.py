@@ -34,10 +34,10 @@ Not provided at Level 1, and not faked: env steps and episodes (no ``on_step_*``
 ``steps`` / ``episodes`` are ``None`` and ``reward_mean`` NaN unless Level 2 or 3 announces steps and
 episodes; ``update_info["epoch"]`` is ``None`` (the module's passes over its data are not visible),
 ``minibatch`` counts optimizer steps within the cycle; ``update_end``'s ``loss`` is the batch's latest
-``backward`` loss (NaN if it had none, e.g. a ``training_step`` that returned ``None``), the other
-losses NaN; ``on_update_start`` comes just before the optimizer step: in automatic optimization that is
-before the forward pass (Lightning runs ``training_step`` inside ``optimizer.step``), in manual
-optimization after the module's ``manual_backward``. ``eval_results`` holds the contract's keys from the
+``backward`` loss (NaN if it had none, e.g. a ``training_step`` that returned ``None``: Lightning still
+steps the optimizer, which skips parameters without gradients), the other losses NaN;
+``on_update_start`` comes just before the optimizer step, after the batch's forward and backward
+(``on_before_optimizer_step``; the legacy loop fires it before the forward pass). ``eval_results`` holds the contract's keys from the
 values the validation loop logged under those names (or mapped by ``metric_keys`` as ``eval_<key>``),
 NaN otherwise, plus every value it logged under its own name. Values the module logs in its own
 ``on_train_epoch_end`` are not in that epoch's ``metrics`` (Lightning runs callbacks' epoch-end hooks
@@ -108,7 +108,8 @@ LEVEL_EVENTS: dict[int, tuple[str, ...]] = {
 LEVEL1_DERIVED = ("rollout_start", "rollout_end", "update_start", "update_end")
 
 #: Lightning hooks the adapter listens to only in a user's own module (Level 1 derives events from them).
-PLAIN_MODULE_HOOKS = ("on_train_epoch_start", "on_train_batch_start", "on_before_backward", "on_validation_end")
+PLAIN_MODULE_HOOKS = ("on_train_epoch_start", "on_train_batch_start", "on_before_backward", "on_validation_end",
+                      "on_before_optimizer_step")
 
 
 
@@ -254,7 +255,6 @@ class OwnModuleRun:
         self.detach()
         for opt in optimizers:
             opt = getattr(opt, "optimizer", opt)  # a LightningOptimizer wraps the torch one
-            self._handles.append(opt.register_step_pre_hook(self._before_step))
             self._handles.append(opt.register_step_post_hook(self._after_step))
 
     def detach(self) -> None:
@@ -262,8 +262,13 @@ class OwnModuleRun:
             handle.remove()
         self._handles = []
 
-    def _before_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
-        hook = "optimizer.step (before)"
+    def before_step(self, hook: str = "on_before_optimizer_step") -> None:
+        """An optimizer step is about to happen (after the batch's forward and backward): the rollout ends,
+        the update starts. Lightning's ``on_before_optimizer_step``, not torch's step pre-hook: in automatic
+        optimization Lightning runs ``training_step`` inside ``optimizer.step``, so a step-based module's env
+        steps would otherwise fall inside the update."""
+        if self._update_info is not None:
+            return
         self.close_rollout(hook)
         epoch = self.trainer.current_epoch
         if epoch != self.cycle_epoch:
@@ -275,8 +280,9 @@ class OwnModuleRun:
             self.adapter._fire("on_update_start", hook, update_info=dict(info))
 
     def _after_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
-        info = self._update_info or {"update_index": self.updates, "epoch": None, "minibatch": self.cycle_updates}
-        self._update_info = None
+        if self._update_info is None:  # a torch optimizer stepped directly, not through Lightning
+            self.before_step("optimizer.step")
+        info, self._update_info = self._update_info, None
         self.updates += 1
         self.cycle_updates += 1
         loss = self.batch_loss
