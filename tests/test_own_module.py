@@ -309,13 +309,18 @@ class AnnouncingPPO(ManualPPOModule):
 
 
 class AnnouncingDQN(DQNModule):
-    """Level 3: the step-based DQN (automatic optimization) announcing its env steps and episodes."""
+    """Level 3: the step-based DQN (automatic optimization) announcing its env steps and episodes; its
+    training_step also returns ``dones`` (which the batch-derived fallback must then leave alone)."""
 
     rl_events_provided = ANNOUNCED
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         announce_env_events(self)
+
+    def training_step(self, batch, batch_idx):
+        loss = super().training_step(batch, batch_idx)
+        return None if loss is None else {"loss": loss, "dones": [True] * self.env.num_envs}
 
 
 def test_level3_step_based_module_keeps_env_steps_out_of_updates(tmp_path):
@@ -326,6 +331,7 @@ def test_level3_step_based_module_keeps_env_steps_out_of_updates(tmp_path):
     names = rec.names()
     assert Counter(names)["on_step_end"] == module.env_steps == 64
     assert Counter(names)["on_update_end"] == trainer.global_step
+    assert Counter(names)["on_episode_end"] == len(module.episode_log)  # announced ones only, none derived
     inside = False
     for event in names:  # training_step runs inside optimizer.step: the update still starts after its env step
         if event == "on_update_start":

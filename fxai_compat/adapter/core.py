@@ -140,6 +140,7 @@ class LegacyCallbackAdapter(_AdapterBase, _DDPSupport, _PlainModuleSupport, Call
         self.metric_keys = dict(LOGGED_METRICS if metric_keys is None else metric_keys)
         self._metric_keys_arg = None if metric_keys is None else dict(metric_keys)
         self._own: OwnModuleRun | None = None  # a user's own module's Level-1 state, made at setup
+        self._batch_fallback = False  # episode/step events derived from batches (plain modules; see setup)
         self.routes = self._build_routes(mapping or {})
         self._hook = "construction"
         self._view: LightningTrainerView | None = None
@@ -421,8 +422,11 @@ class LegacyCallbackAdapter(_AdapterBase, _DDPSupport, _PlainModuleSupport, Call
                 adapter._dispatch_hook("setup")
 
     def _configure_for_module(self, pl_module: "pl.LightningModule") -> None:
-        # Batch-derived events are only for plain modules; a module with the RL protocol announces them.
-        if "on_train_batch_end" in self._by_hook or (self._by_rl and not hasattr(pl_module, "rl_events")):
+        # Batch-derived events are only for plain modules; a module with the RL protocol announces them, and
+        # so does a user's module that declares announced events (Level 2 or 3): no double events.
+        self._batch_fallback = bool(self._by_rl and not hasattr(pl_module, "rl_events")
+                                    and not (self._own is not None and self._own.provided))
+        if "on_train_batch_end" in self._by_hook or self._batch_fallback:
             self.__dict__.pop("on_train_batch_end", None)  # the class's hook
         else:
             self.on_train_batch_end = None
@@ -560,7 +564,7 @@ class LegacyCallbackAdapter(_AdapterBase, _DDPSupport, _PlainModuleSupport, Call
         self._own.record_backward(loss)  # switched on for users' own modules only (see _configure_for_module)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if getattr(pl_module, "rl_events", None) is None:
+        if self._batch_fallback:
             self._fallback_from_batch(outputs, batch)
         self._dispatch_hook("on_train_batch_end")
 
