@@ -260,44 +260,88 @@ def test_a_shadowed_pair_needing_env_events_is_refused_at_setup(tmp_path):
 # --------------------------------------------------------------------------- Level 3
 
 
-class AnnouncingPPO(ManualPPOModule):
-    """Level 3: the manual PPO announcing its env steps and episodes with the public RLEventBus."""
+ANNOUNCED = ("episode_start", "step_start", "step_end", "episode_end")
 
-    rl_events_provided = ("episode_start", "step_start", "step_end", "episode_end")
+
+def announce_env_events(module, broken_key=None):
+    """Level 3 in a user's module: its env runner announces steps and episodes with the public RLEventBus."""
+    module.vector_steps = module.total = 0
+    runner = module.env
+    step, reset = runner.step, runner.reset
+
+    def announced_reset():
+        obs = reset()
+        bus = RLEventBus.of(module.trainer, module)
+        for i in range(runner.num_envs):
+            bus.emit("episode_start", {"env_index": i, "episode_index": i})
+        return obs
+
+    def announced_step(actions):
+        bus = RLEventBus.of(module.trainer, module)
+        bus.emit("step_start", module.vector_steps)
+        ended = len(runner.finished)
+        before, rewards, dones, valid = step(actions)
+        module.vector_steps += 1
+        module.total += int(valid.sum())
+        bus.emit("step_end", {"step": module.vector_steps - 1, "total_timesteps": module.total,
+                              "rewards": rewards.tolist(), "dones": dones.tolist(), "actions": list(actions)})
+        for env_index, ret, length in runner.finished[ended:]:
+            info = {"env_index": env_index, "episode_index": len(runner.finished) - 1, "reward": ret,
+                    "length": length, "pnl": 0.0, "trades": 0, "win_rate": float("nan")}
+            if broken_key:
+                del info[broken_key]
+            bus.emit("episode_end", info)
+            bus.emit("episode_start", {"env_index": env_index, "episode_index": len(runner.finished)})
+        return before, rewards, dones, valid
+
+    runner.step, runner.reset = announced_step, announced_reset
+    return module
+
+
+class AnnouncingPPO(ManualPPOModule):
+    """Level 3: the manual PPO announcing its env steps and episodes."""
+
+    rl_events_provided = ANNOUNCED
 
     def __init__(self, *args, broken_key=None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.broken_key = broken_key
-        self.vector_steps = self.total = 0
-        runner = self.env
-        step, reset = runner.step, runner.reset
+        announce_env_events(self, broken_key)
 
-        def announced_reset():
-            obs = reset()
-            bus = RLEventBus.of(self.trainer, self)
-            for i in range(runner.num_envs):
-                bus.emit("episode_start", {"env_index": i, "episode_index": i})
-            return obs
 
-        def announced_step(actions):
-            bus = RLEventBus.of(self.trainer, self)
-            bus.emit("step_start", self.vector_steps)
-            ended = len(runner.finished)
-            before, rewards, dones, valid = step(actions)
-            self.vector_steps += 1
-            self.total += int(valid.sum())
-            bus.emit("step_end", {"step": self.vector_steps - 1, "total_timesteps": self.total,
-                                  "rewards": rewards.tolist(), "dones": dones.tolist(), "actions": list(actions)})
-            for env_index, ret, length in runner.finished[ended:]:
-                info = {"env_index": env_index, "episode_index": len(runner.finished) - 1, "reward": ret,
-                        "length": length, "pnl": 0.0, "trades": 0, "win_rate": float("nan")}
-                if self.broken_key:
-                    del info[self.broken_key]
-                bus.emit("episode_end", info)
-                bus.emit("episode_start", {"env_index": env_index, "episode_index": len(runner.finished)})
-            return before, rewards, dones, valid
+class AnnouncingDQN(DQNModule):
+    """Level 3: the step-based DQN (automatic optimization) announcing its env steps and episodes; its
+    training_step also returns ``dones`` (which the batch-derived fallback must then leave alone)."""
 
-        runner.step, runner.reset = announced_step, announced_reset
+    rl_events_provided = ANNOUNCED
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        announce_env_events(self)
+
+    def training_step(self, batch, batch_idx):
+        loss = super().training_step(batch, batch_idx)
+        return None if loss is None else {"loss": loss, "dones": [True] * self.env.num_envs}
+
+
+def test_level3_step_based_module_keeps_env_steps_out_of_updates(tmp_path):
+    rec = Recorder()
+    module = AnnouncingDQN(make_cartpole(2), warm_start=16)
+    trainer = trainer_for(tmp_path, [LegacyCallbackAdapter(rec)], epochs=2, checkpoints=False)
+    trainer.fit(module)
+    names = rec.names()
+    assert Counter(names)["on_step_end"] == module.env_steps == 64
+    assert Counter(names)["on_update_end"] == trainer.global_step
+    assert Counter(names)["on_episode_end"] == len(module.episode_log)  # announced ones only, none derived
+    inside = False
+    for event in names:  # training_step runs inside optimizer.step: the update still starts after its env step
+        if event == "on_update_start":
+            inside = True
+        elif event == "on_update_end":
+            inside = False
+        elif event.startswith(("on_step", "on_episode")):
+            assert not inside, names
+    first = names.index("on_step_start")
+    assert names.index("on_rollout_start") < first < names.index("on_rollout_end") < names.index("on_update_start")
 
 
 def test_level3_announced_events_reach_legacy_callbacks_with_exact_values(tmp_path):

@@ -141,6 +141,7 @@ class LegacyCallbackAdapter(_AdapterBase, _DDPSupport, _PlainModuleSupport, Call
         self.metric_keys = dict(LOGGED_METRICS if metric_keys is None else metric_keys)
         self._metric_keys_arg = None if metric_keys is None else dict(metric_keys)
         self._own: OwnModuleRun | None = None  # a user's own module's Level-1 state, made at setup
+        self._batch_fallback = False  # episode/step events derived from batches (plain modules; see setup)
         self.routes = self._build_routes(mapping or {})
         self._hook = "construction"
         self._view: LightningTrainerView | None = None
@@ -427,8 +428,11 @@ class LegacyCallbackAdapter(_AdapterBase, _DDPSupport, _PlainModuleSupport, Call
                 adapter._dispatch_hook("setup")
 
     def _configure_for_module(self, pl_module: "pl.LightningModule") -> None:
-        # Batch-derived events are only for plain modules; a module with the RL protocol announces them.
-        if "on_train_batch_end" in self._by_hook or (self._by_rl and not hasattr(pl_module, "rl_events")):
+        # Batch-derived events are only for plain modules; a module with the RL protocol announces them, and
+        # so does a user's module that declares announced events (Level 2 or 3): no double events.
+        self._batch_fallback = bool(self._by_rl and not hasattr(pl_module, "rl_events")
+                                    and not (self._own is not None and self._own.provided))
+        if "on_train_batch_end" in self._by_hook or self._batch_fallback:
             self.__dict__.pop("on_train_batch_end", None)  # the class's hook
         else:
             self.on_train_batch_end = None
@@ -553,6 +557,8 @@ class LegacyCallbackAdapter(_AdapterBase, _DDPSupport, _PlainModuleSupport, Call
         self._dispatch_hook("on_fit_end")
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        if self._own is not None:
+            self._own.before_step()
         self._dispatch_hook("on_before_optimizer_step")
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
@@ -564,7 +570,7 @@ class LegacyCallbackAdapter(_AdapterBase, _DDPSupport, _PlainModuleSupport, Call
         self._own.record_backward(loss)  # switched on for users' own modules only (see _configure_for_module)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if getattr(pl_module, "rl_events", None) is None and envwrap.hub_of(trainer) is None:
+        if self._batch_fallback and envwrap.hub_of(trainer) is None:
             self._fallback_from_batch(outputs, batch)
         self._dispatch_hook("on_train_batch_end")
 

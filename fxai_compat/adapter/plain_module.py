@@ -34,11 +34,10 @@ Not provided at Level 1, and not faked: env steps and episodes (no ``on_step_*``
 ``steps`` / ``episodes`` are ``None`` and ``reward_mean`` NaN unless Level 2 or 3 announces steps and
 episodes; ``update_info["epoch"]`` is ``None`` (the module's passes over its data are not visible),
 ``minibatch`` counts optimizer steps within the cycle; ``update_end``'s ``loss`` is the batch's latest
-``backward`` loss (NaN if it had none, e.g. a ``training_step`` that returned ``None``), the other
-losses NaN; ``on_update_start`` comes just before the optimizer step: in manual optimization after the
-module's ``manual_backward``; in automatic optimization, where Lightning runs ``training_step`` inside
-``optimizer.step``, at the step's backward (after ``training_step``, which may step the env), or right
-before ``on_update_end`` if there was none. ``eval_results`` holds the contract's keys from the
+``backward`` loss (NaN if it had none, e.g. a ``training_step`` that returned ``None``: Lightning still
+steps the optimizer, which skips parameters without gradients), the other losses NaN;
+``on_update_start`` comes just before the optimizer step, after the batch's forward and backward
+(``on_before_optimizer_step``; the legacy loop fires it before the forward pass). ``eval_results`` holds the contract's keys from the
 values the validation loop logged under those names (or mapped by ``metric_keys`` as ``eval_<key>``),
 NaN otherwise, plus every value it logged under its own name. Values the module logs in its own
 ``on_train_epoch_end`` are not in that epoch's ``metrics`` (Lightning runs callbacks' epoch-end hooks
@@ -71,7 +70,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..checkpoints import load_weights_only
-from ..envwrap import hub_of
+from ..env_hub import hub_of
 from ..events import RL_SOURCE
 from ..lightning_host import LOGGED_METRICS
 from ..ppo import METRIC_KEYS, PPOCore
@@ -110,7 +109,8 @@ LEVEL_EVENTS: dict[int, tuple[str, ...]] = {
 LEVEL1_DERIVED = ("rollout_start", "rollout_end", "update_start", "update_end")
 
 #: Lightning hooks the adapter listens to only in a user's own module (Level 1 derives events from them).
-PLAIN_MODULE_HOOKS = ("on_train_epoch_start", "on_train_batch_start", "on_before_backward", "on_validation_end")
+PLAIN_MODULE_HOOKS = ("on_train_epoch_start", "on_train_batch_start", "on_before_backward", "on_validation_end",
+                      "on_before_optimizer_step")
 
 
 
@@ -256,7 +256,6 @@ class OwnModuleRun:
         self.detach()
         for opt in optimizers:
             opt = getattr(opt, "optimizer", opt)  # a LightningOptimizer wraps the torch one
-            self._handles.append(opt.register_step_pre_hook(self._before_step))
             self._handles.append(opt.register_step_post_hook(self._after_step))
 
     def detach(self) -> None:
@@ -264,35 +263,30 @@ class OwnModuleRun:
             handle.remove()
         self._handles = []
 
-    def _before_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
-        hook = "optimizer.step (before)"
+    def before_step(self, hook: str = "on_before_optimizer_step") -> None:
+        """An optimizer step is about to happen (after the batch's forward and backward): the rollout ends,
+        the update starts. Lightning's ``on_before_optimizer_step``, not torch's step pre-hook: in automatic
+        optimization Lightning runs ``training_step`` inside ``optimizer.step``, so a step-based module's env
+        steps would otherwise fall inside the update."""
+        if self._update_info is not None:
+            return
         self.close_rollout(hook)
+        hub = hub_of(self.trainer)
+        if hub is not None:  # a wrapped env's rollout (Level 2) ends before the update it feeds, too
+            hub.close_rollout()
         epoch = self.trainer.current_epoch
         if epoch != self.cycle_epoch:
             self.cycle_epoch, self.cycle_updates = epoch, 0
             self.cycle_loss_sum, self.cycle_loss_count = 0.0, 0
         info = {"update_index": self.updates, "epoch": None, "minibatch": self.cycle_updates}
         self._update_info = info
-        if getattr(self.module, "automatic_optimization", False):
-            # Lightning runs training_step (which may step the env: one env step per training_step) inside
-            # optimizer.step: the update starts after it, at its backward (or right before update_end).
-            self._start_pending = True
-            return
-        self._start_update(hook)
-
-    def _start_update(self, hook: str) -> None:
-        self._start_pending = False
-        hub = hub_of(self.trainer)
-        if hub is not None:  # a wrapped env's rollout (Level 2) ends before the update it feeds
-            hub.close_rollout()
-        if "update_start" in self.derived and self._update_info is not None:
-            self.adapter._fire("on_update_start", hook, update_info=dict(self._update_info))
+        if "update_start" in self.derived:
+            self.adapter._fire("on_update_start", hook, update_info=dict(info))
 
     def _after_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
-        if getattr(self, "_start_pending", False):
-            self._start_update("optimizer.step (after, no backward)")
-        info = self._update_info or {"update_index": self.updates, "epoch": None, "minibatch": self.cycle_updates}
-        self._update_info = None
+        if self._update_info is None:  # a torch optimizer stepped directly, not through Lightning
+            self.before_step("optimizer.step")
+        info, self._update_info = self._update_info, None
         self.updates += 1
         self.cycle_updates += 1
         loss = self.batch_loss
@@ -305,8 +299,6 @@ class OwnModuleRun:
                 "approx_kl": _NAN, "clip_fraction": _NAN})
 
     def record_backward(self, loss: Any) -> None:
-        if getattr(self, "_start_pending", False):
-            self._start_update("on_before_backward (automatic optimization)")
         try:
             self.batch_loss = float(loss.detach()) if hasattr(loss, "detach") else float(loss)
         except (TypeError, ValueError, RuntimeError):  # a non-scalar loss: no single number to report

@@ -85,7 +85,7 @@ class DQNModule(pl.LightningModule):
             self.log("avg_ep_reward", float(np.mean([r for _, r, _ in finished[-10:]])), on_step=False, on_epoch=True,
                      batch_size=1)
         self.log("epsilon", self.epsilon(), on_step=False, on_epoch=True, batch_size=1)
-        if len(self.buffer) < self.hparams.warm_start:
+        if len(self.buffer) < max(self.hparams.warm_start, self.hparams.batch_size):
             return None
         obs, actions, rewards, dones, nxt = self.buffer.sample(self.hparams.batch_size, self.rng)
         q = self.net(obs).gather(1, actions.unsqueeze(-1)).squeeze(-1)
