@@ -36,9 +36,10 @@ feed the legacy metric keys (``episode_reward_mean``, ``episode_length_mean``, `
 ``episodes_total``) of that cycle's ``metrics``. An announcer therefore only emits; it never writes
 counters itself. ``PPOLightningModule`` makes its bus with ``counters=False`` (its core counts).
 
-``active_trainer()`` is the trainer whose ``fit`` is running in this process (set by
-``LegacyCallbackAdapter`` at setup, or by anyone with :func:`enter_fit`); an env wrapper uses it to
-find the bus, and to refuse being stepped outside ``fit``.
+``active_trainer()`` is the trainer whose ``fit`` of a user's own module is running in this process
+(entered by ``LegacyCallbackAdapter`` at setup and left at teardown, or by anyone with :func:`enter_fit` /
+:func:`leave_fit`); an env wrapper uses it to find the bus (``RLEventBus.of(active_trainer())``), and to
+refuse being stepped outside ``fit``. Each ``enter_fit`` starts the trainer with a fresh shared bus.
 """
 
 from __future__ import annotations
