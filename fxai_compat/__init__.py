@@ -26,6 +26,7 @@ _EXPORTS = {
     "LegacyCallbackAdapter": "adapter", "LightningTrainerView": "adapter", "wrap": "adapter",
     "CheckpointError": "checkpoints", "read_training_checkpoint": "checkpoints",
     "build_callbacks": "toggle", "register_port": "toggle",
+    "wrap_env": "envwrap", "OutsideFitWarning": "envwrap",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -45,7 +45,7 @@ NOT_RUN = {
 }
 
 #: Files written by the guide that are imported as modules (removed from sys.modules afterwards).
-GUIDE_MODULES = ("my_callbacks", "test_my_callbacks", "train_ddp")
+GUIDE_MODULES = ("my_callbacks", "test_my_callbacks", "train_ddp", "my_module")
 
 
 @dataclass

@@ -37,6 +37,7 @@ from legacy_callbacks.base import EVENTS
 from ..events import CHECKPOINT_IO_SOURCE, EVENT_MAP, LIGHTNING_SOURCE, RL_SOURCE, EventRoute, route_for
 from ..legacy_host import callback_state_keys
 from ..lightning_host import LOGGED_METRICS, RL_HOOKS, NotifyingCheckpointIO
+from .. import envwrap
 from ..ppo import RL_EVENTS
 from .ddp import _BATCHED_UNDER_DDP, _DDPSupport, _reset_end
 from ..rl_events import enter_fit, leave_fit
@@ -296,7 +297,10 @@ class LegacyCallbackAdapter(_AdapterBase, _DDPSupport, _PlainModuleSupport, Call
     def _payload_for(self, event: str, name: str) -> Any:
         module, own = self._trainer.lightning_module, self._own
         if own is not None and name in ("metrics", "eval_results"):  # a user's own module (Level 1)
-            return own.metrics() if name == "metrics" else own.eval_results()
+            # A role="eval" wrapped env's episodes of this validation win (Level 2).
+            if name == "metrics":
+                return envwrap.with_eval_episodes(self._trainer, own.metrics())
+            return envwrap.with_eval_episodes(self._trainer, own.eval_results(), results=True)
         if name == "metrics":
             return self._metrics(module)
         if name == "eval_results":
@@ -408,6 +412,8 @@ class LegacyCallbackAdapter(_AdapterBase, _DDPSupport, _PlainModuleSupport, Call
         if own is not None:
             enter_fit(trainer)
             own.check_unprovided(error=not self.steers_training)
+        if stage == "fit":
+            envwrap.attach(trainer, pl_module)  # binds the module's wrap_env'd environments to this run (Level 2)
         # on_training_start fires here, before Lightning restores a ckpt_path (module, callback state),
         # as the legacy loop fires it before restoring resume_from: a resumed run shows the same counters
         # and model at on_training_start, callback state loaded afterwards is not reset by it, and the
@@ -564,7 +570,7 @@ class LegacyCallbackAdapter(_AdapterBase, _DDPSupport, _PlainModuleSupport, Call
         self._own.record_backward(loss)  # switched on for users' own modules only (see _configure_for_module)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if self._batch_fallback:
+        if self._batch_fallback and envwrap.hub_of(trainer) is None:
             self._fallback_from_batch(outputs, batch)
         self._dispatch_hook("on_train_batch_end")
 

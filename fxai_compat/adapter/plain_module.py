@@ -70,6 +70,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..checkpoints import load_weights_only
+from ..env_hub import hub_of
 from ..events import RL_SOURCE
 from ..lightning_host import LOGGED_METRICS
 from ..ppo import METRIC_KEYS, PPOCore
@@ -270,6 +271,9 @@ class OwnModuleRun:
         if self._update_info is not None:
             return
         self.close_rollout(hook)
+        hub = hub_of(self.trainer)
+        if hub is not None:  # a wrapped env's rollout (Level 2) ends before the update it feeds, too
+            hub.close_rollout()
         epoch = self.trainer.current_epoch
         if epoch != self.cycle_epoch:
             self.cycle_epoch, self.cycle_updates = epoch, 0
@@ -362,6 +366,10 @@ def restore_foreign_module(trainer: Any, pl_module: Any, path: str) -> None:
     states = data.get("optimizer_states") or []
     for optimizer, state in zip(trainer.optimizers, states):
         optimizer.load_state_dict(state)
+    hub = hub_of(trainer)  # wrapped envs (Level 2): the counters continue from the checkpoint's
+    env_state = (data.get("callbacks") or {}).get(hub.state_key) if hub is not None else None
+    if env_state is not None:
+        hub.load_state_dict(env_state)
 
 
 class _PlainModuleSupport:
