@@ -86,7 +86,7 @@ _HINTS = {
 LEVEL_OF_RL_EVENT: dict[str, int] = {"episode_start": 2, "step_start": 2, "step_end": 2, "episode_end": 2,
                                      "rollout_start": 3, "rollout_end": 3, "update_start": 3, "update_end": 3}
 
-_LEVEL_TEXT = {2: "Level 2: wrap the module's environment with fxai_compat's env wrapper",
+_LEVEL_TEXT = {2: "Level 2: wrap the module's environment with fxai_compat.wrap_env(env)",
                3: "Level 3: announce it with fxai_compat.RLEventBus and declare it in rl_events_provided"}
 
 
