@@ -211,8 +211,11 @@ class EnvEventHub(Callback):
         self.total_timesteps = state["total_timesteps"]
         self.num_episodes = state["num_episodes"]
         self._episodes_started = state["episodes_started"]
+        if not self.connected and self.live:
+            self.connect()  # a resume restores before the env's first use: on_checkpoint_loaded reads the counters
         if self.connected and self.counters is not None:
             self.counters.total_timesteps, self.counters.num_episodes = self.total_timesteps, self.num_episodes
+            self.counters.seen_step_end = True  # the trainer view reads these counters from now on
 
 
 def _mean(values: list) -> float:

@@ -155,6 +155,14 @@ def _running_fit() -> Any:
     return None
 
 
+def _callbacks_set_up(trainer: Any) -> bool:
+    """Whether every legacy adapter of ``trainer`` is set up (a DataModule's ``setup`` runs before theirs)."""
+    from .adapter import LegacyCallbackAdapter
+
+    return all(getattr(cb, "_trainer", None) is trainer and getattr(cb, "_shared", None) is not None
+               for cb in trainer.callbacks if isinstance(cb, LegacyCallbackAdapter))
+
+
 # -- the hub: one per trainer ------------------------------------------------------------------------
 def _fx_stats(info: Any, i: int | None) -> tuple[float, int, float]:
     """``pnl``, ``trades``, ``win_rate`` of a finished episode from the env's info (FX envs report
@@ -199,6 +207,8 @@ class _Binding:
                 return None
             hub = hub_of(trainer) or EnvEventHub(trainer, trainer.lightning_module)
             hub.bind(self)
+        if not _callbacks_set_up(hub.trainer):
+            return None  # e.g. a reset in a DataModule's setup: announced at the first use after on_training_start
         hub.connect()
         if hub.quiet:
             return None

@@ -214,10 +214,16 @@ class OwnModuleRun:
         return getattr(own, "counters", None)
 
     # -- rollouts --------------------------------------------------------------------------------
+    def _env_rollouts(self) -> bool:
+        """A training env wrapped with ``wrap_env`` is bound to this run (perhaps only after setup, e.g. made in
+        the module's ``setup``): its rollout events replace Level 1's."""
+        hub = hub_of(self.trainer)
+        return hub is not None and hub.n_train_envs > 0
+
     def open_rollout(self, hook: str) -> None:
         epoch = self.trainer.current_epoch
         self.cycle = epoch
-        if self.rollout_open or self.rollout_epoch == epoch:
+        if self.rollout_open or self.rollout_epoch == epoch or self._env_rollouts():
             return
         self.rollout_open, self.rollout_epoch = True, epoch
         if "rollout_start" not in self.derived and "rollout_end" not in self.derived:
@@ -289,7 +295,7 @@ class OwnModuleRun:
         info, self._update_info = self._update_info, None
         self.updates += 1
         self.cycle_updates += 1
-        loss = self.batch_loss
+        loss, self.batch_loss = self.batch_loss, _NAN
         if not math.isnan(loss):
             self.cycle_loss_sum += loss
             self.cycle_loss_count += 1
@@ -299,10 +305,13 @@ class OwnModuleRun:
                 "approx_kl": _NAN, "clip_fraction": _NAN})
 
     def record_backward(self, loss: Any) -> None:
+        """The next optimizer step's loss: the sum of the backward losses since the last step (with
+        ``accumulate_grad_batches=k`` Lightning backpropagates loss/k per batch, so the sum is the batches' mean)."""
         try:
-            self.batch_loss = float(loss.detach()) if hasattr(loss, "detach") else float(loss)
+            value = float(loss.detach()) if hasattr(loss, "detach") else float(loss)
         except (TypeError, ValueError, RuntimeError):  # a non-scalar loss: no single number to report
-            self.batch_loss = _NAN
+            value = _NAN
+        self.batch_loss = value if math.isnan(self.batch_loss) else self.batch_loss + value
 
     # -- validation and metrics ----------------------------------------------------------------------
     def validation_done(self) -> None:
