@@ -165,6 +165,7 @@ class OwnModuleRun:
         self.cycle_updates = 0     # optimizer steps this epoch (minibatch)
         self.cycle_epoch = -1
         self.batch_loss = _NAN
+        self._loss_taken = False  # an optimizer step has reported batch_loss (the next backward starts anew)
         self.cycle_loss_sum, self.cycle_loss_count = 0.0, 0
         self.val_logged: dict[str, Any] | None = None
         self._handles: list[Any] = []
@@ -295,7 +296,7 @@ class OwnModuleRun:
         info, self._update_info = self._update_info, None
         self.updates += 1
         self.cycle_updates += 1
-        loss, self.batch_loss = self.batch_loss, _NAN
+        loss, self._loss_taken = self.batch_loss, True
         if not math.isnan(loss):
             self.cycle_loss_sum += loss
             self.cycle_loss_count += 1
@@ -305,13 +306,15 @@ class OwnModuleRun:
                 "approx_kl": _NAN, "clip_fraction": _NAN})
 
     def record_backward(self, loss: Any) -> None:
-        """The next optimizer step's loss: the sum of the backward losses since the last step (with
-        ``accumulate_grad_batches=k`` Lightning backpropagates loss/k per batch, so the sum is the batches' mean)."""
+        """The loss the next optimizer steps apply: the sum of the backward losses since a step last took it
+        (with ``accumulate_grad_batches=k`` Lightning backpropagates loss/k per batch, so the sum is the
+        batches' mean; two optimizers stepped after one backward both report it)."""
         try:
             value = float(loss.detach()) if hasattr(loss, "detach") else float(loss)
         except (TypeError, ValueError, RuntimeError):  # a non-scalar loss: no single number to report
             value = _NAN
-        self.batch_loss = value if math.isnan(self.batch_loss) else self.batch_loss + value
+        fresh = self._loss_taken or math.isnan(self.batch_loss)
+        self.batch_loss, self._loss_taken = (value if fresh else self.batch_loss + value), False
 
     # -- validation and metrics ----------------------------------------------------------------------
     def validation_done(self) -> None:
