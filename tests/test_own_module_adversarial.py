@@ -247,3 +247,36 @@ def test_level3_payload_missing_a_key_names_event_and_key_in_a_users_module(tmp_
     with pytest.raises(RLPayloadError, match=r"episode_end.*missing key 'win_rate'"):
         fit(tmp_path, Announcing(gym.make_vec("CartPole-v1", num_envs=2, vectorization_mode="sync")),
             [LegacyCallbackAdapter(RecordingCallback())], epochs=1)
+
+
+def test_save_and_load_checkpoint_from_a_legacy_callback_restore_the_env_counters(tmp_path):
+    """trainer.save_checkpoint / load_checkpoint in a user's module at Level 2: the counters come back, and the
+    grammar check accepts the restore (it flagged 'total_timesteps went down' at on_checkpoint_loaded)."""
+    path = str(tmp_path / "manual.ckpt")
+
+    class SaveThenLoad:
+        def on_cycle_complete(self, trainer, metrics):
+            if trainer.cycle == 0:
+                trainer.save_checkpoint(path)
+                self.saved = (trainer.total_timesteps, trainer.num_episodes)
+            elif trainer.cycle == 1:
+                trainer.load_checkpoint(path)
+                self.loaded = (trainer.total_timesteps, trainer.num_episodes)
+
+    probe, rec, grammar = SaveThenLoad(), RecordingCallback(), GrammarRecorder()
+    module = TwoOptimizerAC(wrap_env(gym.make_vec("CartPole-v1", num_envs=2, vectorization_mode="sync")))
+    fit(tmp_path, module, [LegacyCallbackAdapter(cb) for cb in (probe, rec, grammar.proxy)], epochs=3)
+    assert probe.loaded == probe.saved and probe.saved[0] > 0
+    loaded = [c for e, _, c in rec.trace if e == "on_checkpoint_loaded"]
+    assert [(c["timesteps"], c["episodes"]) for c in loaded] == [probe.saved]
+    assert grammar.check().ok, grammar.check().summary()
+
+
+def test_grammar_accepts_counters_restored_by_a_load_but_no_other_decrease():
+    def rec(event, steps):
+        return {"event": event, "counters": {"total_timesteps": steps, "num_episodes": 0, "cycle": 0}}
+
+    head = [rec("on_training_start", 0), rec("on_step_start", 0), rec("on_step_end", 10)]
+    tail = [rec("on_metrics_computed", 4), rec("on_cycle_complete", 4), rec("on_training_end", 4)]
+    assert check_grammar(head + [rec("on_checkpoint_loaded", 4)] + tail).ok
+    assert check_grammar(head + tail).kinds == ["counters"]

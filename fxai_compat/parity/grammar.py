@@ -21,8 +21,8 @@ A trace is the list of events one legacy callback received, in order: records ``
     events between them, no rollout, step, update or evaluation still open at ``on_metrics_computed``, and
     ``trainer.cycle`` one more than the previous cycle's.
 ``counters``
-    ``trainer.total_timesteps`` and ``trainer.num_episodes`` never decrease, and ``num_episodes`` grows by
-    one with each ``on_episode_end``.
+    ``trainer.total_timesteps`` and ``trainer.num_episodes`` never decrease (except at ``on_checkpoint_loaded``:
+    ``trainer.load_checkpoint`` restores them), and ``num_episodes`` grows by one with each ``on_episode_end``.
 
 :func:`check_module_grammar` runs a user's LightningModule under a ``pl.Trainer`` with a recorder that
 listens to all 16 events (through ``LegacyCallbackAdapter``) and checks its trace; the ``fxai_parity``
@@ -140,6 +140,8 @@ def check_grammar(trace: Iterable[Any] | str | Path, name: str = "trace", *, res
     last_counters: dict[str, Any] = {}
     for index, (event, args, counters) in enumerate(records):
         if event in _CHECKPOINT_EVENTS:
+            if event == "on_checkpoint_loaded" and counters:  # trainer.load_checkpoint restores the counters
+                last_counters.update(counters)
             continue
         # cycle structure: metrics_computed -> cycle_complete -> (checkpoint events) -> the next cycle
         if cycle_closing == "metrics" and event != "on_cycle_complete":
