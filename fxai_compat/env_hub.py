@@ -171,6 +171,9 @@ class EnvEventHub(Callback):
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         self.close_rollout()
 
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.close_rollout()  # steps taken after the last epoch's end (e.g. in the module's on_train_epoch_end)
+
     def on_validation_start(self, trainer, pl_module) -> None:
         if not trainer.sanity_checking:
             self._eval_episodes = []

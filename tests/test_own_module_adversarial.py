@@ -280,3 +280,18 @@ def test_grammar_accepts_counters_restored_by_a_load_but_no_other_decrease():
     tail = [rec("on_metrics_computed", 4), rec("on_cycle_complete", 4), rec("on_training_end", 4)]
     assert check_grammar(head + [rec("on_checkpoint_loaded", 4)] + tail).ok
     assert check_grammar(head + tail).kinds == ["counters"]
+
+
+def test_rollout_collected_after_the_last_epoch_end_is_closed_before_training_end(tmp_path):
+    """A module that collects in its own on_train_epoch_end (after the callbacks') left the last rollout open
+    at on_training_end; the grammar check did not notice an event pair still open at the end."""
+    from own_modules_adv import EpochEndCollector
+
+    rec, grammar = RecordingCallback(), GrammarRecorder()
+    module = EpochEndCollector(wrap_env(gym.make_vec("CartPole-v1", num_envs=2, vectorization_mode="sync")))
+    fit(tmp_path, module, [LegacyCallbackAdapter(rec), LegacyCallbackAdapter(grammar.proxy)], epochs=2)
+    names = [e for e, _, _ in rec.trace]
+    assert names.count("on_rollout_start") == names.count("on_rollout_end") == 3
+    assert names[-2:] == ["on_rollout_end", "on_training_end"]
+    assert grammar.check().ok, grammar.check().summary()
+    assert check_grammar(["training_start", "rollout_start", "training_end"]).kinds == ["unbalanced"]

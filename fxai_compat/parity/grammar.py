@@ -14,8 +14,8 @@ A trace is the list of events one legacy callback received, in order: records ``
     is open, and no rollout or env step begun while an update is open.
 ``unbalanced``
     ``rollout_start``/``rollout_end``, ``step_start``/``step_end``, ``update_start``/``update_end`` and
-    ``evaluation_start``/``evaluation_end`` alternate; steps happen inside a rollout (when the trace has
-    rollouts at all).
+    ``evaluation_start``/``evaluation_end`` alternate, and none is open at ``on_training_end``; steps happen
+    inside a rollout (when the trace has rollouts at all).
 ``cycle_structure``
     each cycle ends with ``on_metrics_computed`` then ``on_cycle_complete``, with nothing but checkpoint
     events between them, no rollout, step, update or evaluation still open at ``on_metrics_computed``, and
@@ -163,6 +163,11 @@ def check_grammar(trace: Iterable[Any] | str | Path, name: str = "trace", *, res
             cycle_closing = "done"
         elif event != "on_training_end":
             cycle_closing = None
+        else:
+            busy = [kind for kind, at in open_.items() if at is not None]
+            if busy:
+                flag("unbalanced", index, f"on_training_end while the {busy[0]} started at event "
+                                          f"#{open_[busy[0]]} is still open.")
 
         pair = _PAIRS.get(event)
         if pair is not None:
