@@ -295,3 +295,21 @@ def test_rollout_collected_after_the_last_epoch_end_is_closed_before_training_en
     assert names[-2:] == ["on_rollout_end", "on_training_end"]
     assert grammar.check().ok, grammar.check().summary()
     assert check_grammar(["training_start", "rollout_start", "training_end"]).kinds == ["unbalanced"]
+
+
+def test_no_false_warning_for_a_legacy_callback_when_the_env_is_wrapped_in_the_modules_setup(tmp_path):
+    """The 'needs the event ..., which ... does not announce' warning fired at the adapters' setup, before the
+    module's setup() wrapped its env; the callback then received every episode. It is now given at
+    on_train_start, and only for events really missing."""
+    from legacy_callbacks import MetricsCallback
+
+    module = A2CSetupEnv(lambda: wrap_env(gym.make("CartPole-v1")), n_steps=24)
+    metrics = MetricsCallback(window_size=50)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit(tmp_path, module, [LegacyCallbackAdapter(metrics)], epochs=2)
+    assert not [w for w in caught if "does not announce" in str(w.message)]
+    assert list(metrics.rewards) == pytest.approx([r for _, r, _ in module.true_episodes], abs=1e-9)
+    plain = A2CSetupEnv(lambda: gym.make("CartPole-v1"), n_steps=8)
+    with pytest.warns(UserWarning, match=r"needs the event 'on_episode_end', which A2CSetupEnv does not announce"):
+        fit(tmp_path, plain, [LegacyCallbackAdapter(MetricsCallback())], epochs=1)

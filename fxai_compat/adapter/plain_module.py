@@ -70,7 +70,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..checkpoints import load_weights_only
-from ..env_hub import hub_of
+from ..env_hub import ENV_RL_EVENTS, hub_of
 from ..events import RL_SOURCE
 from ..lightning_host import LOGGED_METRICS
 from ..ppo import METRIC_KEYS, PPOCore
@@ -170,11 +170,21 @@ class OwnModuleRun:
         self.val_logged: dict[str, Any] | None = None
         self._handles: list[Any] = []
         self._update_info: dict[str, Any] | None = None
+        self._warn_pending = False  # check_unprovided's warning, due at on_train_start
 
     # -- set-up --------------------------------------------------------------------------------
-    def check_unprovided(self, error: bool) -> None:
+    def check_unprovided(self, error: bool, deferred: bool = False) -> None:
         """A legacy callback listening to an env-level event the module does not announce: say so at setup
-        (a warning; an error for a shadow-mode control, whose comparison would be meaningless)."""
+        (an error for a shadow-mode control, whose comparison would be meaningless), or as a warning at
+        ``on_train_start``, once an env wrapped in the module's own ``setup()`` is bound too."""
+        if not error and not deferred:
+            self._warn_pending = True
+            return
+        if deferred:
+            self._warn_pending = False
+            self.provided = self.provided | provided_events(self.module)
+            if self._env_rollouts():
+                self.provided = self.provided | frozenset(ENV_RL_EVENTS)
         for event, route in self.adapter.routes.items():
             if route.kind != RL_SOURCE or route.source in self.provided or route.source in LEVEL1_DERIVED:
                 continue
@@ -257,6 +267,8 @@ class OwnModuleRun:
         loop), i.e. the epoch before the one Lightning continues with; then listen to the optimizers."""
         trainer = self.trainer
         self.cycle = max(trainer.current_epoch - 1, 0) if trainer.ckpt_path else trainer.current_epoch
+        if self._warn_pending:
+            self.check_unprovided(error=False, deferred=True)
         self.attach_optimizers(trainer.optimizers)
 
     def attach_optimizers(self, optimizers: list[Any]) -> None:
