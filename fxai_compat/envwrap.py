@@ -17,7 +17,8 @@ How a wrapper finds its run (no help from the module):
   env held by the module's env runner or dataset is found too.
 * A wrapped env held elsewhere binds at its first ``reset``/``step`` inside ``fit``: the wrapper looks up
   the ``Trainer._run`` frame on the call stack (once per fit), else ``rl_events.active_trainer()``. The
-  hub connects to the run's shared ``RLEventBus`` at that first use, once every callback is set up.
+  hub connects to the run's shared ``RLEventBus`` at that first use, once every callback is set up (a
+  ``reset`` in a DataModule's ``setup``, before the adapters', is announced at the next use).
 * At the end of ``fit`` (``teardown``, or an exception) the hub unbinds every wrapper. Stepping a wrapped
   env outside ``fit`` passes through to the env and warns once (:class:`OutsideFitWarning`); so does stepping
   it in a ``DataLoader`` worker process (events cannot cross processes: use ``num_workers=0``).

@@ -54,7 +54,8 @@ The ``metrics`` dict (``on_metrics_computed`` / ``on_cycle_complete``) of a cycl
 module logged during the epoch's training and validation, under its logged name, as a plain float (the
 epoch-reduced value for ``on_epoch`` logging, else the latest); ``cycle`` (the epoch); the legacy keys of
 ``metric_keys`` (legacy key -> logged name; default :data:`FOREIGN_METRIC_KEYS`); ``loss``, if not logged,
-as the mean of the epoch's optimizer steps' backward losses; once env steps or episodes are announced
+as the mean of the epoch's optimizer steps' losses (a step's loss: the backward losses since the
+previous step, summed, so with ``accumulate_grad_batches=k`` the mean of the k batches' losses); once env steps or episodes are announced
 (Level 2 or 3), the exact legacy keys the announced episodes give (these win over logged values of the
 same name); on cycles with validation, ``eval_episode_reward_mean`` and ``eval_win_rate`` (see
 ``eval_results``); and every other key of the contract's ``metrics`` as NaN, so that legacy callbacks
