@@ -313,3 +313,13 @@ def test_no_false_warning_for_a_legacy_callback_when_the_env_is_wrapped_in_the_m
     plain = A2CSetupEnv(lambda: gym.make("CartPole-v1"), n_steps=8)
     with pytest.warns(UserWarning, match=r"needs the event 'on_episode_end', which A2CSetupEnv does not announce"):
         fit(tmp_path, plain, [LegacyCallbackAdapter(MetricsCallback())], epochs=1)
+
+
+def test_module_grammar_check_runs_a_module_fed_by_a_datamodule():
+    """check_module_grammar (behind `fxai-compat parity --module` and the fixture) could only fit a bare
+    module; a factory may now return (module, datamodule)."""
+    from fxai_compat.parity.grammar import check_module_grammar
+
+    result = check_module_grammar(lambda: (ReinforceOnDataModule(), VecEnvDataModule(vec_env(n=2), eval_env)),
+                                  max_epochs=2, name="dm")
+    assert result.ok and result.events > 50, result.summary()

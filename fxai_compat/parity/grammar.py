@@ -277,12 +277,15 @@ def load_factory(spec: str) -> Callable[..., Any]:
 def check_module_grammar(module_factory: Callable[[], Any], *, max_epochs: int = 3, name: str | None = None,
                          callbacks: Iterable[Any] = (), **trainer_kwargs: Any) -> GrammarResult:
     """Fit ``module_factory()`` for ``max_epochs`` epochs with a recorder of all 16 legacy events (and any
-    other ``callbacks``), then check the recorded trace against the contract's grammar."""
+    other ``callbacks``), then check the recorded trace against the contract's grammar. The factory returns a
+    LightningModule, or a ``(module, datamodule)`` pair for a module fed by a LightningDataModule."""
     import pytorch_lightning as pl
 
     from ..adapter import LegacyCallbackAdapter
 
-    module = module_factory()
+    module, datamodule = module_factory(), None
+    if isinstance(module, tuple) and len(module) == 2:
+        module, datamodule = module
     if not isinstance(module, pl.LightningModule):
         raise TypeError(f"The module factory returned {type(module).__name__}, not a pytorch_lightning.LightningModule.")
     recorder = GrammarRecorder()
@@ -291,7 +294,7 @@ def check_module_grammar(module_factory: Callable[[], Any], *, max_epochs: int =
                                    devices=1, num_sanity_val_steps=0)
     options.update(trainer_kwargs)
     trainer = pl.Trainer(callbacks=[LegacyCallbackAdapter(recorder.proxy), *callbacks], **options)
-    trainer.fit(module)
+    trainer.fit(module, datamodule=datamodule)
     return recorder.check(name or getattr(module_factory, "__qualname__", type(module).__name__))
 
 
