@@ -116,6 +116,8 @@ class EnvEventHub(Callback):
         if wrapper in self.wrappers:
             self.wrappers.remove(wrapper)
         wrapper._hub = wrapper._fast = None
+        if wrapper._began:  # its running episodes are announced again to the next run (e.g. a second fit)
+            wrapper._unannounced[:] = True
 
     # -- events -------------------------------------------------------------------------------------
     def steps_counted(self) -> None:

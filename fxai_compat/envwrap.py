@@ -197,6 +197,7 @@ class _Binding:
         self._env_base = 0
         self._warned = False
         self._unannounced = np.zeros(n, dtype=bool)  # episodes begun (reset) but not yet announced
+        self._began = False  # reset at least once: its episodes run on into a later fit (see EnvEventHub.unbind)
 
     def _resolve(self, what: str) -> EnvEventHub | None:
         """The live, non-quiet hub to report to, binding first if needed; None = just forward."""
@@ -265,6 +266,7 @@ class RLVectorEnvWrapper(_Binding, gymnasium.vector.VectorWrapper):
         mask = options.get("reset_mask") if isinstance(options, dict) else None
         which = np.ones(self._n, dtype=bool) if mask is None else np.array(mask, dtype=bool)
         out = self.env.reset(seed=seed, options=options)
+        self._began = True
         self._returns[which] = 0.0
         indices = np.flatnonzero(which).tolist()
         for i in indices:
@@ -394,6 +396,7 @@ class RLEnvWrapper(_Binding, gymnasium.Wrapper):
 
     def reset(self, *, seed=None, options=None):
         out = self.env.reset(seed=seed, options=options)
+        self._began = True
         self._return, self._length = 0.0, 0
         hub = self._fast
         if hub is None or not hub.live:

@@ -323,3 +323,25 @@ def test_module_grammar_check_runs_a_module_fed_by_a_datamodule():
     result = check_module_grammar(lambda: (ReinforceOnDataModule(), VecEnvDataModule(vec_env(n=2), eval_env)),
                                   max_epochs=2, name="dm")
     assert result.ok and result.events > 50, result.summary()
+
+
+@pytest.mark.parametrize("vector", [False, True], ids=["single", "vector"])
+def test_a_second_fit_of_the_same_module_announces_the_episodes_still_running(vector, tmp_path):
+    """fit, then fit again with a new Trainer (a notebook's 'train some more'): the episodes running across the
+    two fits ended in the second run without an on_episode_start there (and with the first run's index)."""
+    if vector:
+        env = wrap_env(gym.make_vec("CartPole-v1", num_envs=2, vectorization_mode="sync"))
+        module = TwoOptimizerAC(env)
+    else:
+        module = A2CSetupEnv(lambda: wrap_env(gym.make("CartPole-v1")), n_steps=24)
+    first, grammar1 = RecordingCallback(), GrammarRecorder()
+    fit(tmp_path, module, [LegacyCallbackAdapter(first), LegacyCallbackAdapter(grammar1.proxy)], epochs=1)
+    second, grammar2 = RecordingCallback(), GrammarRecorder()
+    fit(tmp_path, module, [LegacyCallbackAdapter(second), LegacyCallbackAdapter(grammar2.proxy)], epochs=1)
+    assert grammar1.check().ok and grammar2.check().ok, grammar2.check().summary()
+    n_envs = 2 if vector else 1
+    starts = events(second, "on_episode_start")[:n_envs]
+    assert [s["episode_info"]["episode_index"] for s in starts] == list(range(n_envs))
+    if not vector:  # the A2C keeps its own truth across both fits
+        seen = episodes(first) + episodes(second)
+        assert_same_episodes(seen, module.true_episodes)
