@@ -167,6 +167,10 @@ class EnvEventHub(Callback):
         if self.rollout_open:
             self.close_rollout()
 
+    def on_rl_update_start(self, trainer, pl_module, payload) -> None:
+        if self.rollout_open:  # a module announcing its updates (Level 3) starts one before its backward
+            self.close_rollout()
+
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self.last_eval_results = None
 

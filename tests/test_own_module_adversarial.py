@@ -345,3 +345,51 @@ def test_a_second_fit_of_the_same_module_announces_the_episodes_still_running(ve
     if not vector:  # the A2C keeps its own truth across both fits
         seen = episodes(first) + episodes(second)
         assert_same_episodes(seen, module.true_episodes)
+
+
+class AnnouncesItsUpdates(TwoOptimizerAC):
+    """Level 3 as the README shows it: ``rl_events_provided = ("update_start", "update_end")``, announced around
+    each optimizer step of a rollout collected in the same training_step."""
+
+    rl_events_provided = ("update_start", "update_end")
+
+    def training_step(self, batch, batch_idx):
+        import torch
+
+        if self.obs is None:
+            self.obs, _ = self.env.reset(seed=0)
+        with torch.no_grad():
+            for _ in range(self.n_steps):
+                logits = self.actor(torch.as_tensor(self.obs, dtype=torch.float32))
+                self.obs, *_ = self.env.step(torch.distributions.Categorical(logits=logits).sample().numpy())
+        bus, opt = RLEventBus.of(self.trainer, self), self.optimizers()[0]
+        for k in range(2):
+            info = {"update_index": self.opt_steps, "epoch": 0, "minibatch": k}
+            bus.emit("update_start", info)
+            loss = self.actor(torch.ones(4)).pow(2).sum()
+            opt.zero_grad()
+            self.manual_backward(loss)
+            opt.step()
+            self.opt_steps += 1
+            self.announced.append(float(loss) + 1.0)
+            bus.emit("update_end", {**info, "loss": float(loss), "policy_loss": float(loss) + 1.0, "value_loss": 2.0,
+                                    "entropy": 0.5, "approx_kl": 0.0, "clip_fraction": 0.25})
+
+
+@pytest.mark.parametrize("wrapped", [False, True], ids=["level1+3", "level2+3"])
+def test_announced_updates_come_after_the_rollout_and_feed_the_cycle_metrics(wrapped, tmp_path):
+    """The README's Level-3 declaration: the derived (Level 1) or env (Level 2) rollout ended only at the
+    backward, after the module's own on_update_start (update_during_rollout); and the cycle's metrics kept
+    policy_loss, value_loss, ... NaN although every update announced them."""
+    env = gym.make_vec("CartPole-v1", num_envs=2, vectorization_mode="sync")
+    module = AnnouncesItsUpdates(wrap_env(env) if wrapped else env)
+    module.announced = []
+    rec, grammar = RecordingCallback(), GrammarRecorder()
+    fit(tmp_path, module, [LegacyCallbackAdapter(rec), LegacyCallbackAdapter(grammar.proxy)], epochs=2)
+    assert grammar.check().ok, grammar.check().summary()
+    metrics = [m["metrics"] for m in events(rec, "on_metrics_computed")]
+    per_epoch = module.opt_steps // 2
+    for epoch, m in enumerate(metrics):
+        mine = module.announced[epoch * per_epoch:(epoch + 1) * per_epoch]
+        assert m["policy_loss"] == pytest.approx(sum(mine) / len(mine), abs=1e-12)
+        assert (m["value_loss"], m["entropy"], m["clip_fraction"]) == (2.0, 0.5, 0.25)

@@ -146,6 +146,10 @@ def _logged_this_loop(results: Any, callback_metrics: Mapping[str, Any]) -> dict
     return out
 
 
+#: The update_end payload keys whose cycle means are the contract's ``metrics`` of the same names.
+_LOSS_KEYS = ("loss", "policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction")
+
+
 class OwnModuleRun:
     """Level-1 derivation and Level-2/3 bookkeeping for one adapter in a module without ``core``."""
 
@@ -172,6 +176,7 @@ class OwnModuleRun:
         self._handles: list[Any] = []
         self._update_info: dict[str, Any] | None = None
         self._warn_pending = False  # check_unprovided's warning, due at on_train_start
+        self._announced_epoch, self._announced_losses = -1, {}  # announced update_end losses: key -> (sum, n)
 
     # -- set-up --------------------------------------------------------------------------------
     def check_unprovided(self, error: bool, deferred: bool = False) -> None:
@@ -197,9 +202,26 @@ class OwnModuleRun:
                 raise MissingRLEventError(message)
             warnings.warn(message, stacklevel=2)
 
+    def _intercept(self, event: str, before: Any) -> None:
+        """Call ``before(payload)`` ahead of this adapter's delivery of the announced RL ``event``."""
+        hook = RL_HOOKS[event]
+        inner = getattr(self.adapter, hook, None)
+
+        def intercepted(trainer: Any, pl_module: Any, payload: Any) -> None:
+            before(payload)
+            if inner is not None:
+                inner(trainer, pl_module, payload)
+
+        setattr(self.adapter, hook, intercepted)
+
     def configure_rl_listeners(self) -> None:
-        """Open the epoch's rollout at the first announced env step if that comes before the epoch starts
-        (Lightning fetches the first batch of an ``IterableDataset`` before ``on_train_epoch_start``)."""
+        """Close a derived rollout before an announced update starts; average announced updates' losses for
+        ``metrics``; open the epoch's rollout at the first announced env step if that comes before the epoch
+        starts (Lightning fetches the first batch of an ``IterableDataset`` before ``on_train_epoch_start``)."""
+        if "update_start" in self.provided and "rollout_end" in self.derived:
+            self._intercept("update_start", lambda payload: self.close_rollout("training (RL event update_start)"))
+        if "update_end" in self.provided:
+            self._intercept("update_end", self._announced_update_end)
         if "rollout_start" not in self.derived and "rollout_end" not in self.derived:
             return
         event = next((e for e in ("step_start", "step_end") if e in self.provided), None)
@@ -216,6 +238,16 @@ class OwnModuleRun:
                 inner(trainer, pl_module, payload)
 
         setattr(self.adapter, hook, open_then_deliver)
+
+    def _announced_update_end(self, payload: Any) -> None:
+        epoch = self.trainer.current_epoch
+        if epoch != self._announced_epoch:
+            self._announced_epoch, self._announced_losses = epoch, {}
+        for key in _LOSS_KEYS:
+            value = payload.get(key) if isinstance(payload, Mapping) else None
+            if isinstance(value, (int, float)):
+                total, n = self._announced_losses.get(key, (0.0, 0))
+                self._announced_losses[key] = (total + float(value), n + 1)
 
     # -- counters ------------------------------------------------------------------------------
     def counters(self):
@@ -362,6 +394,9 @@ class OwnModuleRun:
             results = self.eval_results()
             out["eval_episode_reward_mean"] = results["episode_reward_mean"]
             out["eval_win_rate"] = results["win_rate"]
+        if self._announced_epoch == trainer.current_epoch:  # Level 3: the means of the announced updates' losses
+            for key, (total, n) in self._announced_losses.items():
+                out.setdefault(key, total / n)
         if "loss" not in out and self.cycle_loss_count and self.cycle_epoch == trainer.current_epoch:
             out["loss"] = self.cycle_loss_sum / self.cycle_loss_count  # the mean over the cycle's updates
         counters = self.counters()
