@@ -43,11 +43,12 @@ def parse_table(out: str) -> list[dict[str, str]]:
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
-    """One real ``fxai-compat parity --config examples/demo.yaml --out DIR`` (small train settings)."""
+    """One real ``fxai-compat parity --config examples/demo.yaml --out DIR --require-all`` (small train settings):
+    what CI runs for the six built-ins (an unchecked port fails it)."""
     out = tmp_path_factory.mktemp("parity") / "report"
     buffer = io.StringIO()
     with contextlib.redirect_stdout(buffer):  # capsys is function-scoped
-        code = main(["parity", "--config", str(DEMO), *sets(SMALL), "--out", str(out)])
+        code = main(["parity", "--config", str(DEMO), *sets(SMALL), "--out", str(out), "--require-all"])
     return code, buffer.getvalue(), out
 
 
@@ -59,11 +60,12 @@ def test_all_six_builtin_callbacks_pass_trace_and_port_parity_on_the_demo_config
     for name, row in rows.items():
         assert row["trace_parity"] == "ok" and int(row["events_compared"]) > 0, row
         assert row["first_divergence"] == "", row
-        if name in ("wandb", "continuous_training"):  # nothing comparable: said so, not passed off as "ok"
-            assert row["observables_compared"] == "no observables registered" and row["port_parity"] == "n/a"
-        else:
-            assert row["port_parity"] == "ok" and int(row["observables_compared"]) >= 4, row
-    assert "parity: all 6 ok" in out
+        assert row["port_parity"] == "ok" and row["status"] == "proven", row
+        assert int(row["observables_compared"].split()[0]) >= 4, row
+        # named counts: every observable of the pair was compared at least once
+        named = dict(part.rsplit(" ", 1) for part in row["observables_compared"].split(" (", 1)[1][:-1].split(", "))
+        assert named and all(int(n) >= 1 for n in named.values()), row
+    assert "parity: 6/6 proven, 0 unchecked, 0 failing" in out
 
 
 def test_the_json_summary_agrees_with_the_printed_table(demo_run):
@@ -76,7 +78,7 @@ def test_the_json_summary_agrees_with_the_printed_table(demo_run):
         assert str(detail["trace"]["compared"]) == row["events_compared"]
         assert all(a == b for a, b in detail["trace"]["counts"].values())
         if row["port_parity"] == "ok":
-            assert str(detail["port"]["compared"]) == row["observables_compared"]
+            assert str(detail["port"]["compared"]) == row["observables_compared"].split()[0]
             assert len(detail["port"]["history"]) == detail["port"]["compared"]
     evaluation = next(d for d in summary["callbacks"] if d["name"] == "evaluation")
     assert [h["legacy"] for h in evaluation["port"]["history"] if h["observable"] == "history"][-1][-1]["cycle"] == 3
@@ -110,7 +112,7 @@ def test_a_broken_port_fails_the_command_with_the_divergence_in_its_row(broken_p
     assert row["callback"] == "metrics_broken" and row["trace_parity"] == "ok" and row["port_parity"] == "FAILED"
     assert row["first_divergence"].startswith("port: cycle ") and "window_stats" in row["first_divergence"]
     assert "port parity of metrics_broken: FAILED" in out and ">>" in out  # the rendered diff, with context
-    assert "parity: FAILED for metrics_broken" in out
+    assert "parity: 0/1 proven, 0 unchecked, 1 failing (failing: metrics_broken)" in out
     summary = json.loads((tmp_path / "parity.json").read_text())
     assert summary["ok"] is False and summary["table"] == [row]
     assert (tmp_path / "port-metrics_broken-window_stats.png").is_file()

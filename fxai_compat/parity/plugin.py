@@ -4,6 +4,12 @@
         fxai_parity.assert_trace(MyCallback)
 
 fails with the first divergence, rendered as a diff, as the assertion message.
+
+    def test_my_port(fxai_parity):
+        fxai_parity.assert_port("my_metric")
+
+fails on a divergence and also when the check compared nothing (``unchecked``: no observables registered,
+or an observable never compared): an unchecked port is never a passing test.
 """
 
 from __future__ import annotations
@@ -33,6 +39,21 @@ class ParityFixture:
     def assert_trace(self, callback_factory, config=None, **options: Any):
         """Assert trace parity of ``callback_factory()`` on ``config`` (a small default config if omitted)."""
         result = self.check_trace(callback_factory, config, **options)
+        if not result.ok:
+            pytest.fail(result.summary(), pytrace=False)
+        return result
+
+
+    def check_port(self, name_or_pair, config=None, **options: Any):
+        from . import check_port_parity, parity_config
+
+        return check_port_parity(name_or_pair, config if config is not None else parity_config(),
+                                 workdir=self._workdir(), **options)
+
+    def assert_port(self, name_or_pair, config=None, **options: Any):
+        """Assert port parity of a registered pair (or a ``PortPair``): it fails when the port diverges and
+        when it is unchecked (nothing compared)."""
+        result = self.check_port(name_or_pair, config, **options)
         if not result.ok:
             pytest.fail(result.summary(), pytrace=False)
         return result

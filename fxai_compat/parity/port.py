@@ -11,7 +11,9 @@ from typing import Any
 from ..config import TrainConfig
 from .trace import Divergence, ParityResult
 
-__all__ = ["check_port_parity", "default_port_options"]
+__all__ = ["check_port_parity", "default_port_options", "NO_OBSERVABLES"]
+
+NO_OBSERVABLES = "no observables registered"
 
 
 def default_port_options(name: str, workdir: Path) -> dict[str, Any]:
@@ -74,8 +76,11 @@ def check_port_parity(name_or_pair: Any, config: TrainConfig | Mapping[str, Any]
         divergence = Divergence(index, f"cycle {d['cycle']}, {d['observable']}: {d['detail']}",
                                 [_row(h, "legacy") for h in context], [_row(h, "native") for h in context],
                                 len(context) - 1, other="native")
+    unchecked = [f"{name} (compared 0 times)" for name, (n, _) in counts.items() if n == 0]
+    if not pair.observables:
+        unchecked = [NO_OBSERVABLES]
     result = ParityResult(pair.name, divergence is None, counts, sum(monitor.compared.values()), divergence,
-                          kind="port")
+                          kind="port", unchecked=unchecked)
     result.history = monitor.history
     return result
 
