@@ -1,8 +1,21 @@
 """Weights & Biases for RL runs: ``create_wandb_logger`` (Lightning's ``WandbLogger``) and ``RLWandbCallback``.
 
-The native port of ``legacy_callbacks.WandbCallback``. The per-cycle metrics reach W&B through
-Lightning's logger (everything the module and the callbacks ``self.log``, e.g.
-``train/episode_reward_mean``), so the callback only adds what a logger cannot see:
+The native port of ``legacy_callbacks.WandbCallback``.
+
+**Metric names.** By default (``metric_names="legacy"``) the run looks like the legacy callback's, so
+dashboards built on legacy runs keep working: the cycle's metrics are logged under the legacy names
+(``episode_reward_mean``, ``eval_episode_reward_mean``, ``approx_kl``, ...), exact values, in one
+``run.log`` per cycle after that cycle's ``episode/reward``/``episode/length`` rows (so ``_step`` numbers
+the same rows), and the run config is the legacy one (the train config, then the ``config`` option).
+The logger from ``create_wandb_logger`` drops Lightning's copies of those metrics (``train/*``,
+``val/*``, ``epoch``) and anything else you ``self.log`` is logged as its own row. The native port adds
+only ``charts/*`` (and ``videos/*``) keys, in the cycle's row (:data:`ADDED_METRICS`). ``fxai-compat
+parity`` reads both offline runs back and proves it. ``metric_names="lightning"`` (on both the logger
+and the callback) logs Lightning's names instead: ``train/episode_reward_mean``, ``val/...``,
+``trainer/global_step`` (the x-axis), histograms in rows of their own; dashboards must then be rebuilt.
+
+In ``lightning`` mode the per-cycle metrics reach W&B through Lightning's logger (everything the module
+and the callbacks ``self.log``), so the callback only adds what a logger cannot see:
 
 * ``episode/reward`` and ``episode/length`` of every finished episode (as the legacy callback logs
   them), buffered during the cycle and written at its end (the hot path is a list append);
@@ -42,10 +55,64 @@ from pytorch_lightning.loggers import WandbLogger
 
 from .base import RLCallback
 
-__all__ = ["create_wandb_logger", "RLWandbCallback", "episode_frames", "WANDB_MODES"]
+__all__ = ["create_wandb_logger", "RLWandbCallback", "RLWandbLogger", "episode_frames", "WANDB_MODES",
+           "METRIC_NAMES", "ADDED_METRICS"]
 
 WANDB_MODES = ("offline", "online", "disabled")
-_LOGGER_OPTIONS = ("project", "name", "mode", "dir", "config", "tags", "notes", "group", "log_model", "id")
+#: ``legacy`` (default: the legacy callback's names and rows) or ``lightning`` (Lightning's names).
+METRIC_NAMES = ("legacy", "lightning")
+#: Prefixes of what the native port logs beyond the legacy callback's metrics (in either mode).
+ADDED_METRICS = ("charts/", "videos/")
+_LOGGER_OPTIONS = ("project", "name", "mode", "dir", "config", "tags", "notes", "group", "log_model", "id",
+                   "metric_names")
+
+
+def _check_metric_names(value: str, who: str) -> str:
+    if value not in METRIC_NAMES:
+        raise ValueError(f"{who} metric_names must be one of {', '.join(map(repr, METRIC_NAMES))}; got {value!r}.")
+    return value
+
+
+def _lightning_names() -> frozenset[str]:
+    """Lightning's copies of the legacy metrics (``train/*``, ``val/*``) and its ``epoch``: dropped by the logger
+    in ``legacy`` mode, where the callback logs the legacy names itself."""
+    from ..lightning_host import _EVAL_LOGGED, LOGGED_METRICS
+
+    return frozenset([*LOGGED_METRICS.values(), *_EVAL_LOGGED.values(), "epoch"])
+
+
+class RLWandbLogger(WandbLogger):
+    """Lightning's ``WandbLogger`` with a ``metric_names`` mode (see the module docstring). In ``legacy`` mode
+    it logs no Lightning copies of the legacy metrics, no hyperparameters (the run config is the legacy one,
+    set by ``RLWandbCallback``) and sets no ``trainer/global_step`` x-axis; ``lightning`` mode is ``WandbLogger``."""
+
+    def __init__(self, *args: Any, metric_names: str = "legacy", **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.metric_names = _check_metric_names(metric_names, "create_wandb_logger")
+        self._dropped = _lightning_names() if metric_names == "legacy" else frozenset()
+
+    @property
+    def experiment(self):  # noqa: D401 - WandbLogger's property, without the step axis in legacy mode
+        if self._experiment is None and self.metric_names == "legacy":
+            import wandb
+
+            # As WandbLogger (a run in progress is reused), minus define_metric("*", step_metric=...): that
+            # would add trainer/global_step to every row, which legacy runs do not have.
+            self._experiment = wandb.run if wandb.run is not None else wandb.init(**self._wandb_init)
+        return WandbLogger.experiment.fget(self)
+
+    def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
+        if self._dropped:
+            metrics = {k: v for k, v in metrics.items() if k not in self._dropped}
+            if not metrics:
+                return
+            if self.metric_names == "legacy":
+                step = None  # no trainer/global_step key in legacy-named rows
+        super().log_metrics(metrics, step)
+
+    def log_hyperparams(self, params: Any) -> None:
+        if self.metric_names == "lightning":
+            super().log_hyperparams(params)
 
 
 def create_wandb_logger(config: Mapping[str, Any] | None = None, **options: Any) -> WandbLogger:
@@ -53,7 +120,8 @@ def create_wandb_logger(config: Mapping[str, Any] | None = None, **options: Any)
 
     Options: ``project`` (default ``"fxai"``), ``name``, ``mode`` (``"offline"`` default, ``"online"``,
     ``"disabled"``), ``dir`` (where ``wandb/`` goes, default the working directory), ``config``
-    (extra run config), ``tags``, ``notes``, ``group``, ``id``, ``log_model`` (online only).
+    (extra run config), ``tags``, ``notes``, ``group``, ``id``, ``log_model`` (online only),
+    ``metric_names`` (``"legacy"`` default, or ``"lightning"``; give ``RLWandbCallback`` the same).
     The mode is passed to ``wandb.init`` for this run only: unlike ``WandbLogger(offline=True)``, it
     does not set ``WANDB_MODE`` for the whole process.
     """
@@ -77,9 +145,9 @@ def create_wandb_logger(config: Mapping[str, Any] | None = None, **options: Any)
     if directory is not None:
         os.makedirs(directory, exist_ok=True)
     init_kwargs = {key: merged[key] for key in ("tags", "notes", "group", "config") if merged.get(key) is not None}
-    return WandbLogger(project=merged.get("project", "fxai"), name=merged.get("name"), id=merged.get("id"),
-                       save_dir=os.fspath(directory) if directory is not None else ".", log_model=log_model,
-                       mode=mode, **init_kwargs)
+    return RLWandbLogger(project=merged.get("project", "fxai"), name=merged.get("name"), id=merged.get("id"),
+                         save_dir=os.fspath(directory) if directory is not None else ".", log_model=log_model,
+                         mode=mode, metric_names=merged.get("metric_names", "legacy"), **init_kwargs)
 
 
 class RLWandbCallback(RLCallback):
@@ -91,11 +159,14 @@ class RLWandbCallback(RLCallback):
         video_every_n_cycles: log a greedy episode's video every this many cycles (``None``: never).
         video_max_steps: at most this many frames per video.
         video_fps: frames per second of the video.
+        metric_names: ``"legacy"`` (default): the legacy callback's metric names, rows and run config;
+            ``"lightning"``: Lightning's names (see the module docstring). Give the logger the same.
     """
 
     def __init__(self, log_episodes: bool = True, histograms: bool = True, video_every_n_cycles: int | None = 10,
-                 video_max_steps: int = 200, video_fps: int = 30):
+                 video_max_steps: int = 200, video_fps: int = 30, metric_names: str = "legacy"):
         super().__init__()
+        self.metric_names = _check_metric_names(metric_names, "RLWandbCallback")
         if video_every_n_cycles is not None and (isinstance(video_every_n_cycles, bool)
                                                  or not isinstance(video_every_n_cycles, int) or video_every_n_cycles < 1):
             raise ValueError(f"RLWandbCallback video_every_n_cycles must be None or a positive int; "
@@ -130,10 +201,26 @@ class RLWandbCallback(RLCallback):
             raise ValueError(f"RLWandbCallback logs to the trainer's WandbLogger, but the trainer has none "
                              f"(loggers: {names}). Pass logger=create_wandb_logger(...) to fit() or the Trainer.")
         self._logger = loggers[0]
+        names = getattr(self._logger, "metric_names", None)
+        if names is not None and names != self.metric_names:
+            raise ValueError(f"RLWandbCallback(metric_names={self.metric_names!r}) and its logger's metric_names={names!r} "
+                             f"differ; pass create_wandb_logger(metric_names={self.metric_names!r}).")
+        if names is None and self.metric_names == "legacy":
+            self._warn_once("plain", "RLWandbCallback logs the legacy metric names, and this plain WandbLogger also logs "
+                                     "Lightning's copies (train/*, val/*) in rows of their own; use "
+                                     "create_wandb_logger(...) for runs that look like the legacy callback's.")
         if self.videos_enabled and importlib.util.find_spec("moviepy") is None:
             self._warn_once("moviepy", "RLWandbCallback: moviepy is not installed, so episode videos are not logged "
                                        "(pip install moviepy to enable them; other W&B logging is unaffected).")
             self.videos_enabled = False
+
+    def on_train_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        config = getattr(pl_module, "config", None)
+        if self.metric_names == "legacy" and trainer.is_global_zero and self._logger is not None and config is not None:
+            run = self._logger.experiment
+            # The legacy run config: the train config, then the config option (already in the run) on top.
+            given = {k: v for k, v in dict(run.config).items() if not str(k).startswith("_")}
+            run.config.update({**config.to_dict(), **given}, allow_val_change=True)
 
     def on_train_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         actions, episodes = self._actions, self._episodes
@@ -143,7 +230,8 @@ class RLWandbCallback(RLCallback):
         import wandb
 
         run = self._logger.experiment
-        step = {"trainer/global_step": trainer.global_step}
+        legacy = self.metric_names == "legacy"
+        step = {} if legacy else {"trainer/global_step": trainer.global_step}
         for reward, length in episodes:
             run.log({"episode/reward": reward, "episode/length": length, **step})
         charts: dict[str, Any] = {}
@@ -165,7 +253,11 @@ class RLWandbCallback(RLCallback):
                 self.videos_enabled = False
             else:
                 charts["videos/episode"] = wandb.Video(frames, fps=self.video_fps, format="mp4")
-        if charts:
+        if legacy:  # the legacy callback's one row per cycle: its metrics dict, exact values (+ the charts)
+            metrics = pl_module.cycle_metrics() if callable(getattr(pl_module, "cycle_metrics", None)) else {}
+            if metrics or charts:
+                run.log({**metrics, **charts})
+        elif charts:
             run.log({**charts, **step})
 
     def _warn_once(self, key: str, message: str) -> None:

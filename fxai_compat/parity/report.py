@@ -330,6 +330,7 @@ def run_parity_report(config: TrainConfig, section: Mapping[str, Any], names: Se
                 row.port = check_port_parity(name, config, options=options, workdir=workdir_port,
                                              trainer_kwargs=kwargs)
                 row.port_status = row.port.status
+                row.observables = tuple(row.port.counts) or row.observables  # a scenario names its own
             except Exception as exc:
                 row.port_status, row.port_error = "error", _one_line(exc)
                 say("".join(traceback.format_exception(exc)).rstrip())
