@@ -424,11 +424,12 @@ def _register_builtin_ports() -> None:
                   observables={"history": (lambda cb: cb.history, lambda cb: cb.history),
                                "best_cycle": (lambda cb: cb.best_cycle, lambda cb: cb.best_cycle)},
                   native_options=("reward_threshold",))
-    # Versions count different things (legacy: saved checkpoints; native: training sessions), so there is
-    # no per-cycle observable; the native tests prove the resumed runs equal.
+    # No per-cycle observable: what continuous training does shows across runs. The scenario interrupts a run,
+    # reruns it twice on each side and compares what each session loaded, trained, kept and ended with.
     register_port("continuous_training", ContinuousTrainingCallback,
                   "fxai_compat.callbacks.continuous_training:ContinuousTrainingCallback",
-                  native_options=("checkpoint_dir", "keep_versions"))
+                  native_options=("checkpoint_dir", "keep_versions"),
+                  check="fxai_compat.parity.continuous_check:check_continuous_port")
     register_port("optuna", OptunaCallback, "fxai_compat.callbacks.optuna:OptunaPruningCallback",
                   observables={"reports": (lambda cb: [list(r) for r in cb.reports],
                                            lambda cb: [list(r) for r in cb.reports])},
