@@ -39,11 +39,12 @@ from legacy_callbacks.base import EVENTS
 from legacy_callbacks.callback_manager import _is_control_flow
 
 from . import lightning_host
-from .checkpoints import load_weights_only, read_training_checkpoint
+from .checkpoints import TrainingCheckpoint, load_weights_only, read_training_checkpoint
 from .events import (CHECKPOINT_IO_SOURCE, EVENT_MAP, LIGHTNING_SOURCE, RL_SOURCE, EventRoute, route_for)
 from .legacy_host import callback_state_keys
 from .lightning_host import LOGGED_METRICS, RL_HOOKS, NotifyingCheckpointIO
 from .ppo import RL_EVENTS
+from .resume import continue_interrupted_run
 
 __all__ = ["LegacyCallbackAdapter", "LightningTrainerView", "wrap", "SUPPORTED_HOOKS", "AdapterConfigError"]
 
@@ -224,7 +225,8 @@ class LightningTrainerView:
                     f"ranks would keep their models. Under DDP, load checkpoints in on_training_start (every rank "
                     f"then loads the same file), or resume with fit(..., ckpt_path=...).")
             self._shared.loaded_at_start.append(str(path))
-        _restore_training_state(trainer, self._module, str(path))
+        ckpt = _restore_training_state(trainer, self._module, str(path))
+        continue_interrupted_run(trainer, ckpt)  # TrainConfig.cycles: an interrupted run is finished, not restarted
         # Every legacy callback of the trainer hears about it (the legacy trainer fires to all of them),
         # not only those wrapped by the adapter whose callback called load_checkpoint.
         shared = _shared_state(trainer)
@@ -240,7 +242,7 @@ class LightningTrainerView:
         return f"<LightningTrainerView cycle={self.cycle} total_timesteps={self.total_timesteps}>"
 
 
-def _restore_training_state(trainer: "pl.Trainer", module: "pl.LightningModule", path: str) -> None:
+def _restore_training_state(trainer: "pl.Trainer", module: "pl.LightningModule", path: str) -> TrainingCheckpoint:
     """Model, optimizer and RL state (this rank's, when a DDP checkpoint holds one per rank) from ``path``."""
     ckpt = read_training_checkpoint(path)
     getattr(module, "policy", module).load_state_dict(ckpt.model)
@@ -259,6 +261,7 @@ def _restore_training_state(trainer: "pl.Trainer", module: "pl.LightningModule",
             if by_rank is not None and len(by_rank) == trainer.world_size:
                 state = by_rank[trainer.global_rank]
         core.load_state_dict(state)
+    return ckpt
 
 
 class LegacyCallbackAdapter(Callback):

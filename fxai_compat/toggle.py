@@ -434,7 +434,8 @@ def _register_builtin_ports() -> None:
                   observables={"reports": (lambda cb: [list(r) for r in cb.reports],
                                            lambda cb: [list(r) for r in cb.reports])},
                   native_options=("trial", "monitor"), prepare=_prepare_optuna,
-                  prepare_options=("study_name", "storage", "direction"))
+                  prepare_options=("study_name", "storage", "direction"),
+                  check="fxai_compat.parity.optuna_check:check_optuna_port")
 
 
 _register_builtin_ports()

@@ -12,16 +12,21 @@ from pathlib import Path
 import pytest
 
 from fxai_compat.cli import main
+from fxai_compat.parity import RARE_PATHS, parity_config
 from fxai_compat.parity.report import TABLE_COLUMNS, observable_series
 
 DEMO = Path(__file__).resolve().parent.parent / "examples" / "demo.yaml"
 BUILTIN = ["metrics", "checkpoint", "wandb", "evaluation", "continuous_training", "optuna"]
-#: The demo's callbacks section on a small run: evaluation and checkpoints due every other cycle.
-SMALL = ["cycles=4", "n_steps=32", "n_envs=2", "hidden_sizes=[16,16]", "episode_length=24", "update_epochs=2",
-         "minibatch_size=24", "eval_every=2", "eval_episodes=2", "checkpoint_every=2", "data_length=2000",
-         "callbacks.checkpoint.save_freq=2", "callbacks.metrics.window_size=5"]
+#: The demo's callbacks section on the small run ``fxai-compat parity`` runs by default (``RARE_PATHS``):
+#: evaluation and checkpoints due every other cycle, six cycles.
+SMALL = [f"{key}={json.dumps(value)}" for key, value in parity_config(**RARE_PATHS).to_dict().items()
+         if key != "checkpoint_dir"] + ["callbacks.checkpoint.save_freq=2", "callbacks.metrics.window_size=5"]
 PLOTS = ["port-metrics-window_stats", "port-checkpoint-best_cycle", "port-checkpoint-best_reward",
-         "port-evaluation-history", "port-evaluation-best_cycle", "port-optuna-reports",
+         "port-evaluation-history", "port-evaluation-best_cycle", "port-optuna-reports", "port-optuna-pruned_at",
+         "port-optuna-prune_reports",
+         *(f"port-wandb-{obs}" for obs in ("metric_names", "cycle_metrics", "episodes", "config", "summary")),
+         *(f"port-continuous_training-{obs}" for obs in ("resumed_from", "cycles_trained", "cycles_total",
+                                                         "newest_version", "weights")),
          *(f"trace-{name}-events" for name in BUILTIN)]
 
 
@@ -68,11 +73,22 @@ def test_all_six_builtin_callbacks_pass_trace_and_port_parity_on_the_demo_config
     assert "parity: 6/6 proven, 0 unchecked, 0 failing" in out
 
 
+def test_the_default_config_reaches_the_rare_paths(demo_run):
+    _, _, folder = demo_run
+    summary = json.loads((folder / "parity.json").read_text())
+    reached = {row["name"]: row["reached"] for row in summary["callbacks"]}
+    assert reached["checkpoint"]["best improvements"] >= 3
+    assert reached["evaluation"]["evaluations"] >= 3
+    assert reached["optuna"]["prunes"] >= 1
+    assert reached["continuous_training"]["resumes"] >= 1
+    assert reached["wandb"]["W&B rows read back"] >= 6
+
+
 def test_the_json_summary_agrees_with_the_printed_table(demo_run):
     _, out, folder = demo_run
     summary = json.loads((folder / "parity.json").read_text())
     assert summary["table"] == parse_table(out)
-    assert summary["ok"] is True and summary["train"]["cycles"] == 4 and summary["config"] == str(DEMO)
+    assert summary["ok"] is True and summary["train"]["cycles"] == 6 and summary["config"] == str(DEMO)
     for row, detail in zip(summary["table"], summary["callbacks"]):
         assert detail["name"] == row["callback"]
         assert str(detail["trace"]["compared"]) == row["events_compared"]
@@ -81,7 +97,7 @@ def test_the_json_summary_agrees_with_the_printed_table(demo_run):
             assert str(detail["port"]["compared"]) == row["observables_compared"].split()[0]
             assert len(detail["port"]["history"]) == detail["port"]["compared"]
     evaluation = next(d for d in summary["callbacks"] if d["name"] == "evaluation")
-    assert [h["legacy"] for h in evaluation["port"]["history"] if h["observable"] == "history"][-1][-1]["cycle"] == 3
+    assert [h["legacy"] for h in evaluation["port"]["history"] if h["observable"] == "history"][-1][-1]["cycle"] == 5
 
 
 def test_out_writes_non_trivial_plots(demo_run):

@@ -11,7 +11,7 @@ from typing import Any
 from ..config import TrainConfig
 from .trace import Divergence, ParityResult
 
-__all__ = ["check_port_parity", "default_port_options", "result_from_history", "NO_OBSERVABLES"]
+__all__ = ["check_port_parity", "shadow_port_check", "default_port_options", "result_from_history", "NO_OBSERVABLES"]
 
 NO_OBSERVABLES = "no observables registered"
 
@@ -38,8 +38,7 @@ def check_port_parity(name_or_pair: Any, config: TrainConfig | Mapping[str, Any]
     ``name_or_pair``: a registered name, or a ``PortPair``. ``options``: the callback's options (the
     legacy factory's); built-in pairs get defaults that write under ``workdir``.
     """
-    from ..lightning_host import fit
-    from ..toggle import REGISTRY, PortPair, build_callbacks
+    from ..toggle import REGISTRY, PortPair
 
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_mapping(config)
     if isinstance(name_or_pair, PortPair):
@@ -50,36 +49,34 @@ def check_port_parity(name_or_pair: Any, config: TrainConfig | Mapping[str, Any]
         if name_or_pair not in REGISTRY:
             raise KeyError(f"No port named {name_or_pair!r} is registered; known: {', '.join(REGISTRY)}.")
         pair, registered = REGISTRY[name_or_pair], REGISTRY[name_or_pair]
-    scenario = pair.scenario_check()
-    if scenario is not None:  # proven by running each side on its own (files, resumes), not in shadow mode
-        try:
-            with tempfile.TemporaryDirectory(prefix="fxai-port-parity-") as tmp:
-                root = Path(workdir) if workdir is not None else Path(tmp)
-                opts = dict(options) if options is not None else default_port_options(pair.name, root / "callback")
-                return scenario(pair, cfg, opts, root, dict(trainer_kwargs or {}))
-        finally:
-            if isinstance(name_or_pair, PortPair):
-                if registered is None:
-                    REGISTRY.pop(pair.name, None)
-                else:
-                    REGISTRY[pair.name] = registered
+    scenario = pair.scenario_check() or shadow_port_check
     try:
         with tempfile.TemporaryDirectory(prefix="fxai-port-parity-") as tmp:
             root = Path(workdir) if workdir is not None else Path(tmp)
             opts = dict(options) if options is not None else default_port_options(pair.name, root / "callback")
-            built = build_callbacks({"callbacks": {pair.name: dict(opts, impl="shadow")}}, run_dir=root, env={},
-                                    keep_history=True)
-            run_cfg = cfg.replace(checkpoint_dir=str(root / "checkpoints"))
-            fit(run_cfg, built.callbacks, **{"logger": built.loggers or False, **(trainer_kwargs or {})})
-            for logger in built.loggers:  # a WandbLogger keeps its run open for the next one in this process
-                getattr(getattr(logger, "experiment", None), "finish", lambda: None)()
-            monitor = built.monitor
+            return scenario(pair, cfg, opts, root, dict(trainer_kwargs or {}))
     finally:
         if isinstance(name_or_pair, PortPair):  # a one-off pair must not stay registered
             if registered is None:
                 REGISTRY.pop(pair.name, None)
             else:
                 REGISTRY[pair.name] = registered
+
+
+def shadow_port_check(pair: Any, cfg: TrainConfig, options: Mapping[str, Any], root: Path,
+                      trainer_kwargs: Mapping[str, Any]) -> ParityResult:
+    """The per-cycle check: one ``fit`` with the native port and its legacy control in shadow mode, every
+    registered observable compared after every cycle."""
+    from ..lightning_host import fit
+    from ..toggle import build_callbacks
+
+    built = build_callbacks({"callbacks": {pair.name: dict(options, impl="shadow")}}, run_dir=root, env={},
+                            keep_history=True)
+    run_cfg = cfg.replace(checkpoint_dir=str(root / "checkpoints"))
+    fit(run_cfg, built.callbacks, **{"logger": built.loggers or False, **(trainer_kwargs or {})})
+    for logger in built.loggers:  # a WandbLogger keeps its run open for the next one in this process
+        getattr(getattr(logger, "experiment", None), "finish", lambda: None)()
+    monitor = built.monitor
     counts = {obs.name: monitor.compared.get(f"{pair.name}.{obs.name}", 0) for obs in pair.observables}
     details = {}
     if monitor.first_divergence is not None:

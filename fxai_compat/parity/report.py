@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import ConfigError, TrainConfig
+from .coverage import describe, reached
 from .plots import observable_series, write_plots
 from .status import FAILING, PROVEN, UNCHECKED, exit_code, summary_line, verdict
 from .trace import ParityResult
@@ -39,7 +40,7 @@ __all__ = ["CallbackReport", "ParityReport", "TABLE_COLUMNS", "known_callbacks",
 #: (JSON key, printed header) of the table's columns, in order.
 TABLE_COLUMNS = (("callback", "callback"), ("events_compared", "events compared"), ("trace_parity", "trace parity"),
                  ("observables_compared", "observables compared"), ("port_parity", "port parity"),
-                 ("status", "status"), ("first_divergence", "first divergence"))
+                 ("reached", "rare paths reached"), ("status", "status"), ("first_divergence", "first divergence"))
 
 NO_NATIVE = "no native port"
 NOT_REGISTERED = "no port registered"
@@ -207,7 +208,11 @@ class CallbackReport:
         return {"callback": self.name,
                 "events_compared": str(self.trace.compared) if self.trace is not None else "-",
                 "trace_parity": self.trace_status, "observables_compared": self.comparisons(), "port_parity": port,
-                "status": self.status, "first_divergence": self.first_divergence()}
+                "reached": describe(self.reached()), "status": self.status, "first_divergence": self.first_divergence()}
+
+    def reached(self) -> dict[str, int]:
+        """The rare paths the port check went through (see :mod:`fxai_compat.parity.coverage`)."""
+        return reached(getattr(self.port, "history", None) or []) if self.port is not None else {}
 
     def to_dict(self) -> dict[str, Any]:
         trace = dict(self.trace.to_dict(), status=self.trace_status) if self.trace is not None else \
@@ -218,7 +223,8 @@ class CallbackReport:
         if self.port is not None:
             port.update(self.port.to_dict(), status=self.port_status,
                         history=list(getattr(self.port, "history", None) or []))
-        return {"name": self.name, "ok": self.ok, "status": self.status, "trace": trace, "port": port,
+        return {"name": self.name, "ok": self.ok, "status": self.status, "reached": self.reached(),
+                "trace": trace, "port": port,
                 "seconds": self.seconds}
 
 
@@ -361,10 +367,11 @@ def write_json(report: ParityReport, path: str | Path) -> Path:
 # -- the command -----------------------------------------------------------------------------------
 
 def _default_train_overrides() -> list[str]:
-    """Without --config: the small parity config (``parity_config()``), as overrides the user's --set beat."""
-    from . import parity_config
+    """Without --config: the small parity config that reaches the rare paths (``parity_config(**RARE_PATHS)``),
+    as overrides the user's --set beat."""
+    from . import RARE_PATHS, parity_config
 
-    return [f"train.{key}={json.dumps(value)}" for key, value in parity_config().to_dict().items()]
+    return [f"train.{key}={json.dumps(value)}" for key, value in parity_config(**RARE_PATHS).to_dict().items()]
 
 
 def _cmd_parity(args: argparse.Namespace) -> int:
