@@ -173,3 +173,27 @@ def test_plot_series_of_list_observables():
     stats = [{"cycle": c, "legacy": {"reward_window_mean": float(c), "n": {"x": 1.0}}, "native": {}} for c in range(3)]
     assert observable_series(stats, "legacy")[0] == {"reward_window_mean": [(0.0, 0.0), (1.0, 1.0), (2.0, 2.0)],
                                                       "n.x": [(0.0, 1.0), (1.0, 1.0), (2.0, 1.0)]}
+
+
+def test_residual_plots_tell_a_small_drift_from_a_large_one(tmp_path):
+    import matplotlib.image as mpimg
+    import numpy as np
+
+    from fxai_compat.parity.plots import plot_observable, residual_series
+
+    def history(drift):
+        return [{"cycle": c, "observable": "v", "legacy": {"r": float(c)}, "native": {"r": c + drift * c},
+                 "ok": drift * c <= 1e-6} for c in range(4)]
+
+    legacy, native = observable_series(history(1e-2), "legacy")[0], observable_series(history(1e-2), "native")[0]
+    assert [round(y, 6) for _, y in residual_series(legacy, native)["r"]] == [0.0, 0.01, 0.02, 0.03]
+    assert residual_series({"r": [(0, float("nan"))]}, {"r": [(0, float("nan"))]})["r"] == [(0, 0.0)]
+
+    images = {}
+    for drift in (1e-7, 1e-2):
+        path = plot_observable(tmp_path / f"{drift}.png", "x", "v", history(drift), tolerance=1e-6)
+        images[drift] = mpimg.imread(path)[..., :3]
+    assert images[1e-7].shape == images[1e-2].shape and images[1e-7].shape[1] >= 1000  # overlay and residual
+    red = {d: int(((img[..., 0] > 0.85) & (img[..., 1] < 0.2) & (img[..., 2] < 0.2)).sum()) for d, img in images.items()}
+    assert red[1e-7] == 0 < red[1e-2]  # the drift outside the band is marked (and titled) in red
+    assert not np.array_equal(images[1e-7], images[1e-2])

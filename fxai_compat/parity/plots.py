@@ -9,7 +9,17 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["observable_series", "plot_observable", "plot_trace_events", "write_plots"]
+__all__ = ["observable_series", "residual_series", "plot_observable", "plot_trace_events", "write_plots"]
+
+
+def _tolerance(callback: str, observable: str) -> float:
+    """The registered observable's tolerance (the comparator's default for scenario observables)."""
+    from ..toggle import REGISTRY
+    from .compare import DEFAULT_TOLERANCE
+
+    pair = REGISTRY.get(callback)
+    found = next((o for o in (pair.observables if pair else ()) if o.name == observable), None)
+    return found.tolerance if found is not None else DEFAULT_TOLERANCE
 
 
 _LEGACY_STYLE = {"color": "#1f77b4", "linestyle": "-", "linewidth": 2.6, "marker": "o", "markersize": 4}
@@ -80,21 +90,38 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
-def plot_observable(path: Path, callback: str, observable: str, history: Sequence[Mapping[str, Any]]) -> Path:
-    """One PNG per observable: a panel per numeric series, legacy solid, native dashed, the first
-    disagreeing cycle marked."""
+def residual_series(legacy: Mapping[str, list], native: Mapping[str, list]) -> dict[str, list[tuple[float, float]]]:
+    """Per series, ``(x, native - legacy)`` at each point both sides have (NaN on both sides: 0; on one: NaN)."""
+    out: dict[str, list[tuple[float, float]]] = {}
+    for key in dict.fromkeys([*legacy, *native]):
+        points = []
+        for (x, a), (_, b) in zip(legacy.get(key, []), native.get(key, [])):
+            if math.isnan(a) and math.isnan(b):
+                points.append((x, 0.0))
+            else:
+                points.append((x, b - a))  # NaN when only one side is NaN
+        out[key] = points
+    return out
+
+
+def plot_observable(path: Path, callback: str, observable: str, history: Sequence[Mapping[str, Any]],
+                    tolerance: float = 1e-6) -> Path:
+    """One PNG per observable, a row per numeric series: on the left legacy (solid) and native (dashed) overlaid,
+    the first disagreeing cycle marked; on the right the residual native - legacy on a symmetric-log axis with
+    the tolerance band shaded, points outside it in red, so a 1e-7 drift and a 1e-2 drift look different."""
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
     legacy, xlabel = observable_series(history, "legacy")
     native, _ = observable_series(history, "native")
+    residuals = residual_series(legacy, native)
     keys = _ordered(list(dict.fromkeys([*legacy, *native]))) or ["value"]
     bad = next((h["cycle"] for h in history if not h.get("ok", True)), None)
     verdict = (f"FIRST DIVERGENCE at cycle {bad}" if bad is not None
                else f"agree at all {len(history)} comparisons" if history else "never compared")
-    fig = Figure(figsize=(8, 1.2 + 2.3 * len(keys)), layout="constrained")
-    axes = fig.subplots(len(keys), 1, sharex=True, squeeze=False)[:, 0]
-    for ax, key in zip(axes, keys):
+    fig = Figure(figsize=(13, 1.4 + 2.3 * len(keys)), layout="constrained")
+    grid = fig.subplots(len(keys), 2, sharex=True, squeeze=False, gridspec_kw={"width_ratios": [3, 2]})
+    for (ax, rax), key in zip(grid, keys):
         for side, points, style in (("legacy", legacy.get(key, []), _LEGACY_STYLE),
                                     ("native", native.get(key, []), _NATIVE_STYLE)):
             xs, ys = [p[0] for p in points], [p[1] for p in points]
@@ -105,13 +132,43 @@ def plot_observable(path: Path, callback: str, observable: str, history: Sequenc
             ax.axvline(bad, color="red", linewidth=1, alpha=0.7)
         ax.set_ylabel(observable if key == "value" else key, fontsize=9)
         ax.grid(True, alpha=0.3)
-    axes[0].legend(loc="best", fontsize=8)
-    axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True))
-    axes[-1].set_xlabel(xlabel)
+        _plot_residual(rax, residuals.get(key, []), tolerance)
+    grid[0, 0].legend(loc="best", fontsize=8)
+    grid[0, 1].set_title(f"residual native - legacy (band: tolerance {tolerance:g})", fontsize=9)
+    for ax in grid[-1]:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel(xlabel)
     fig.suptitle(f"port parity: {callback}.{observable} (legacy solid, native dashed): {verdict}", fontsize=10,
                  color="red" if bad is not None else "black")
     fig.savefig(path, dpi=90)
     return path
+
+
+def _plot_residual(ax: Any, points: Sequence[tuple[float, float]], tolerance: float) -> None:
+    xs = [x for x, _ in points]
+    ys = [y for _, y in points]
+    ax.axhspan(-tolerance, tolerance, color="#2ca02c", alpha=0.25, linewidth=0)
+    ax.axhline(0.0, color="gray", linewidth=0.8)
+    finite = [(x, y) for x, y in zip(xs, ys) if math.isfinite(y)]
+    inside = [(x, y) for x, y in finite if abs(y) <= tolerance]
+    outside = [(x, y) for x, y in finite if abs(y) > tolerance]
+    if finite:
+        ax.plot([x for x, _ in finite], [y for _, y in finite], color="#555555", linewidth=1)
+    if inside:
+        ax.plot(*zip(*inside), linestyle="none", marker="o", markersize=4, color="#2ca02c")
+    if outside:
+        ax.plot(*zip(*outside), linestyle="none", marker="X", markersize=7, color="red")
+    worst = max((abs(y) for _, y in finite), default=0.0)
+    # Linear within a tenth of the tolerance, logarithmic beyond: 1e-7 stays inside the band, 1e-2 far above it.
+    ax.set_yscale("symlog", linthresh=tolerance / 10)
+    limit = max(worst, tolerance) * 10
+    ax.set_ylim(-limit, limit)
+    one_side = len(points) - len(finite)
+    note = f"max |residual| {worst:.1g}" + (" OUTSIDE the band" if worst > tolerance else " within tolerance") + \
+        (f"; {one_side} point(s) NaN on one side only" if one_side else "")
+    ax.text(0.01, 0.97, note, transform=ax.transAxes, ha="left", va="top", fontsize=8,
+            color="red" if worst > tolerance or one_side else "#1a6e1a")
+    ax.grid(True, alpha=0.3)
 
 
 def plot_trace_events(path: Path, callback: str, counts: Mapping[str, Sequence[int]], ok: bool) -> Path:
@@ -162,5 +219,5 @@ def write_plots(report: Any, out: str | Path) -> list[Path]:
             records = [h for h in history if h["observable"] == observable]
             if records:
                 written.append(plot_observable(out / f"port-{_safe(row.name)}-{_safe(observable)}.png", row.name,
-                                               observable, records))
+                                               observable, records, tolerance=_tolerance(row.name, observable)))
     return written

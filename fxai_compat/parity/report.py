@@ -9,7 +9,8 @@ port and its control (port parity) must not share files, and a parity run must n
 files. W&B runs are offline under ``--out`` (disabled without it); Optuna trials come from an in-memory study.
 
 With ``--out DIR``: ``parity.json`` (the table plus every count, comparison and divergence),
-``port-<callback>-<observable>.png`` (legacy solid, native dashed, per cycle) and
+``port-<callback>-<observable>.png`` (legacy solid, native dashed, per cycle; beside it the residual
+native - legacy with the tolerance band) and
 ``trace-<callback>-events.png`` (events delivered per event, legacy vs Lightning), and the working
 folders under ``DIR/work`` (legacy traces, shadow mismatch files, offline W&B runs).
 """
