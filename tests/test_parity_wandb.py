@@ -80,3 +80,23 @@ def test_lightning_names_are_a_documented_switch(tmp_path):
     mixed = create_wandb_logger({"mode": "disabled", "metric_names": "lightning"})
     with pytest.raises(ValueError, match="differ; pass create_wandb_logger\\(metric_names='legacy'\\)"):
         fit(tiny(tmp_path / "mixed", cycles=1), [RLWandbCallback()], logger=mixed)
+
+
+def test_other_native_metrics_join_the_cycle_rows_instead_of_adding_rows(tmp_path):
+    from fxai_compat import fit
+    from fxai_compat.callbacks import EvaluationCallback, MetricsCallback
+
+    from conftest import tiny
+
+    cfg = tiny(tmp_path, cycles=2, eval_every=1)
+    logger = create_wandb_logger({"mode": "offline", "dir": str(tmp_path / "native")})
+    fit(cfg, [RLWandbCallback(video_every_n_cycles=None), MetricsCallback(window_size=5), EvaluationCallback()],
+        logger=logger)
+    logger.experiment.finish()
+    rows = read_offline_run(tmp_path / "native").history
+    cycle_rows = [r for r in rows if "cycle" in r]
+    assert len(cycle_rows) == 2 and all("episode/reward" in r for r in rows if "cycle" not in r)
+    for row in cycle_rows:  # the native callbacks' metrics are in the cycle's row, not rows of their own
+        assert "metrics/reward_window_mean" in row and "val/best_episode_reward_mean" in row
+        assert "eval_episode_reward_mean" in row and "train/episode_reward_mean" not in row
+    assert [r["_step"] for r in rows] == list(range(len(rows)))

@@ -8,8 +8,10 @@ dashboards built on legacy runs keep working: the cycle's metrics are logged und
 ``run.log`` per cycle after that cycle's ``episode/reward``/``episode/length`` rows (so ``_step`` numbers
 the same rows), and the run config is the legacy one (the train config, then the ``config`` option).
 The logger from ``create_wandb_logger`` drops Lightning's copies of those metrics (``train/*``,
-``val/*``, ``epoch``) and anything else you ``self.log`` is logged as its own row. The native port adds
-only ``charts/*`` (and ``videos/*``) keys, in the cycle's row (:data:`ADDED_METRICS`). ``fxai-compat
+``val/*``, ``epoch``); anything else logged with ``self.log`` (a native ``MetricsCallback``'s ``metrics/*``,
+``val/best_episode_reward_mean``, ``training/version``) joins the cycle's row, so no row is added and
+``_step`` stays the legacy one. The W&B port itself adds only ``charts/*`` (and ``videos/*``) keys, in the
+cycle's row (:data:`ADDED_METRICS`). ``fxai-compat
 parity`` reads both offline runs back and proves it. ``metric_names="lightning"`` (on both the logger
 and the callback) logs Lightning's names instead: ``train/episode_reward_mean``, ``val/...``,
 ``trainer/global_step`` (the x-axis), histograms in rows of their own; dashboards must then be rebuilt.
@@ -52,6 +54,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import WandbLogger
+from pytorch_lightning.loggers.logger import rank_zero_experiment
 
 from .base import RLCallback
 
@@ -90,25 +93,57 @@ class RLWandbLogger(WandbLogger):
         super().__init__(*args, **kwargs)
         self.metric_names = _check_metric_names(metric_names, "create_wandb_logger")
         self._dropped = _lightning_names() if metric_names == "legacy" else frozenset()
+        self._row: dict[str, Any] | None = None  # the cycle's legacy row, until the epoch's metrics join it
+        self._early: dict[str, Any] = {}  # metrics logged during the cycle (validation), for its row
 
     @property
-    def experiment(self):  # noqa: D401 - WandbLogger's property, without the step axis in legacy mode
-        if self._experiment is None and self.metric_names == "legacy":
+    @rank_zero_experiment
+    def experiment(self):  # noqa: D401 - WandbLogger's property, with two differences
+        """The logger's own W&B run. Unlike ``WandbLogger`` it never takes over a run another callback or logger
+        left open in this process (it starts a new one, as the legacy callback does), and in ``legacy`` mode it
+        sets no ``trainer/global_step`` x-axis (``define_metric`` would add that key to every row)."""
+        if self._experiment is None:
             import wandb
 
-            # As WandbLogger (a run in progress is reused), minus define_metric("*", step_metric=...): that
-            # would add trainer/global_step to every row, which legacy runs do not have.
-            self._experiment = wandb.run if wandb.run is not None else wandb.init(**self._wandb_init)
-        return WandbLogger.experiment.fget(self)
+            from legacy_callbacks.wandb_callback import _reinit_value
+
+            self._experiment = wandb.init(**{**self._wandb_init, "reinit": _reinit_value(wandb)})
+            if self.metric_names == "lightning" and getattr(self._experiment, "define_metric", None):
+                self._experiment.define_metric("trainer/global_step")
+                self._experiment.define_metric("*", step_metric="trainer/global_step", step_sync=True)
+        return self._experiment
 
     def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
-        if self._dropped:
-            metrics = {k: v for k, v in metrics.items() if k not in self._dropped}
-            if not metrics:
-                return
-            if self.metric_names == "legacy":
-                step = None  # no trainer/global_step key in legacy-named rows
-        super().log_metrics(metrics, step)
+        if self.metric_names == "lightning":
+            super().log_metrics(metrics, step)
+            return
+        # Legacy rows: Lightning's copies dropped; the rest joins the cycle's row (staged by RLWandbCallback at the
+        # end of the cycle, before Lightning logs the epoch's metrics), never a row of its own.
+        kept = {k: v for k, v in metrics.items() if k not in self._dropped}
+        if self._row is not None:
+            self._row.update(kept)
+            self.flush_row()
+        else:
+            self._early.update(kept)
+
+    def stage_row(self, row: Mapping[str, Any]) -> None:
+        """The cycle's legacy row: sent with what Lightning logs at the end of the epoch (or at the next flush)."""
+        self.flush_row()
+        self._row = {**row, **self._early}
+        self._early = {}
+
+    def flush_row(self) -> None:
+        """Send the staged row, if any."""
+        row, self._row = self._row, None
+        if row:
+            self.experiment.log(row)
+
+    def finalize(self, status: str) -> None:
+        self.flush_row()
+        if self._early and self.metric_names == "legacy":
+            early, self._early = self._early, {}
+            self.experiment.log(early)
+        super().finalize(status)
 
     def log_hyperparams(self, params: Any) -> None:
         if self.metric_names == "lightning":
@@ -232,6 +267,8 @@ class RLWandbCallback(RLCallback):
         run = self._logger.experiment
         legacy = self.metric_names == "legacy"
         step = {} if legacy else {"trainer/global_step": trainer.global_step}
+        if legacy and hasattr(self._logger, "flush_row"):
+            self._logger.flush_row()  # the previous cycle's row goes before this cycle's episodes
         for reward, length in episodes:
             run.log({"episode/reward": reward, "episode/length": length, **step})
         charts: dict[str, Any] = {}
@@ -256,9 +293,16 @@ class RLWandbCallback(RLCallback):
         if legacy:  # the legacy callback's one row per cycle: its metrics dict, exact values (+ the charts)
             metrics = pl_module.cycle_metrics() if callable(getattr(pl_module, "cycle_metrics", None)) else {}
             if metrics or charts:
-                run.log({**metrics, **charts})
+                if hasattr(self._logger, "stage_row"):
+                    self._logger.stage_row({**metrics, **charts})
+                else:
+                    run.log({**metrics, **charts})
         elif charts:
             run.log({**charts, **step})
+
+    def on_train_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        if trainer.is_global_zero and hasattr(self._logger, "flush_row"):
+            self._logger.flush_row()
 
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:

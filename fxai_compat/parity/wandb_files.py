@@ -32,6 +32,8 @@ class OfflineRun:
     history: list[dict[str, Any]] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
+    #: The file holds the run's exit record (``run.finish()`` reached the file).
+    finished: bool = False
 
     def metric_names(self) -> list[str]:
         """Every logged name (histogram parts such as ``charts/x/bins`` count as ``charts/x``), sorted."""
@@ -63,7 +65,8 @@ def read_offline_run(directory: str | os.PathLike, settle_seconds: float = 20.0)
     while True:
         run = _parse(path)
         key = (run.history, run.config, run.summary)
-        if (run.history and key == previous) or time.monotonic() > deadline:
+        # A finished run's file ends with its exit record; without one (a run still open), two equal reads.
+        if run.finished or (run.history and key == previous) or time.monotonic() > deadline:
             return run
         previous = key
         time.sleep(0.3)
@@ -93,7 +96,9 @@ def _parse(path: str) -> OfflineRun:
         except Exception:  # a record still being written
             break
         which = record.WhichOneof("record_type")
-        if which == "history":
+        if which == "exit":
+            run.finished = True
+        elif which == "history":
             run.history.append({_key(i): json.loads(i.value_json) for i in record.history.item})
         elif which in ("config", "run"):
             items = record.config.update if which == "config" else record.run.config.update
