@@ -29,13 +29,13 @@ and the callbacks ``self.log``), so the callback only adds what a logger cannot 
   optional); without it, one warning and no videos.
 
 Runs are offline by default (no network, no API key; files under ``<dir>/wandb/offline-run-*``).
-Lightning's ``WandbLogger`` does not finish the run after ``fit`` and a new ``WandbLogger`` reuses
-a run still in progress: call ``logger.experiment.finish()`` (or ``wandb.finish()``) between runs of
-one process. Under DDP only global rank 0 logs (its own actions; episodes of rank 0).
+Lightning's ``WandbLogger`` does not finish the run after ``fit``: call ``logger.experiment.finish()``
+when the run is done (a plain ``WandbLogger`` would even reuse a run left in progress; the logger of
+``create_wandb_logger`` always starts its own). Under DDP only global rank 0 logs (its own actions; episodes of rank 0).
 
 >>> logger = create_wandb_logger({"project": "fxai", "mode": "offline"})  # wandb.init runs lazily, in fit
->>> type(logger).__name__
-'WandbLogger'
+>>> type(logger).__name__, isinstance(logger, WandbLogger), logger.metric_names
+('RLWandbLogger', True, 'legacy')
 >>> create_wandb_logger({"mode": "offline", "log_model": True})
 Traceback (most recent call last):
 ...
