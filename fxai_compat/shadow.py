@@ -249,7 +249,8 @@ class ShadowMonitor(pl.Callback):
         out = {}
         for name, (pair, _, _) in self.pairs.items():
             if not pair.observables:
-                out[name] = ["no per-cycle observables registered"]
+                out[name] = ["no per-cycle observables registered" + (
+                    "; fxai-compat parity proves it by a scenario" if getattr(pair, "check", None) else "")]
             else:
                 never = [obs.name for obs in pair.observables if not self.compared.get(f"{name}.{obs.name}")]
                 if never:
