@@ -81,6 +81,7 @@ def test_the_default_config_reaches_the_rare_paths(demo_run):
     assert reached["evaluation"]["evaluations"] >= 3
     assert reached["optuna"]["prunes"] >= 1
     assert reached["continuous_training"]["resumes"] >= 1
+    assert reached["continuous_training"]["sessions killed by SIGKILL"] == 1
     assert reached["wandb"]["W&B rows read back"] >= 6
 
 

@@ -112,5 +112,6 @@ def test_continuous_training_port_parity_compares_every_session(tmp_path):
         ["resumed_from", "cycles_trained", "cycles_total", "newest_version", "weights"], 3)
     trained = [(h["legacy"], h["native"]) for h in result.history if h["observable"] == "cycles_trained"]
     assert trained == [(2.0, 2.0), (2.0, 2.0), (4.0, 4.0)]  # interrupted at 2 of 4, finished, continued
+    assert result.history[0]["info"]["interrupted"] == "SIGKILL after 2 cycles"  # a real kill, in a child process
     versions = next(h["info"]["versions"] for h in reversed(result.history))
     assert versions["legacy"][-1] == "version_0004.ckpt" and versions["native"][-1] == "version_0001.ckpt"

@@ -34,7 +34,8 @@ from ..config import TrainConfig
 from .compare import first_mismatch, normalize
 from .trace import ParityResult
 
-__all__ = ["PATHS", "Interrupt", "SimulatedInterruption", "run_session", "check_continuous_port", "OBSERVABLES"]
+__all__ = ["PATHS", "Interrupt", "SimulatedInterruption", "run_session", "killed_session", "check_continuous_port",
+           "OBSERVABLES"]
 
 PATHS = ("legacy-callback/legacy-host", "legacy-callback/lightning", "resume_from/legacy-host", "ckpt_path/lightning",
          "native")
@@ -178,13 +179,19 @@ def check_continuous_port(pair: Any, config: TrainConfig, options: Mapping[str, 
     cfg, stop = _interruption_point(config)
     factories = {"legacy_factory": pair.legacy, "native_factory": pair.native_factory(),
                  "keep_versions": options.get("keep_versions")}
-    sessions = {side: [run_session(path, cfg, Path(workdir) / side, interrupt=Interrupt(stop) if n == 0 else None,
-                                   trainer_kwargs=trainer_kwargs, **factories) for n in range(3)]
-                for side, path in (("legacy", "legacy-callback/legacy-host"), ("native", "native"))}
+    sessions: dict[str, list[dict[str, Any]]] = {}
+    for side, path in (("legacy", "legacy-callback/legacy-host"), ("native", "native")):
+        root = Path(workdir) / side
+        # The first session dies by SIGKILL in a child process (when the pair's classes can be imported there),
+        # else by an exception; the next two run here, from the files it left.
+        first = killed_session(path, cfg, root, stop, trainer_kwargs=trainer_kwargs, **factories) or \
+            run_session(path, cfg, root, interrupt=Interrupt(stop), trainer_kwargs=trainer_kwargs, **factories)
+        sessions[side] = [first] + [run_session(path, cfg, root, trainer_kwargs=trainer_kwargs, **factories)
+                                    for _ in range(2)]
     history, counts = [], dict.fromkeys(OBSERVABLES, 0)
     for n, (a, b) in enumerate(zip(sessions["legacy"], sessions["native"])):
-        info = {"session": n, "interrupted": a["interrupted"] is not None,
-                "versions": {"legacy": a["versions"], "native": b["versions"]}}
+        info = {"session": n, "interrupted": a["interrupted"], "versions": {"legacy": a["versions"],
+                                                                             "native": b["versions"]}}
         for obs in OBSERVABLES:
             left, right = normalize(a[obs]), normalize(b[obs])
             if obs == "weights":
@@ -199,6 +206,68 @@ def check_continuous_port(pair: Any, config: TrainConfig, options: Mapping[str, 
     return result_from_history(pair.name, history, counts)
 
 
+def _reference(obj: Any) -> str | None:
+    """``module:qualname`` of a class or function a child process can import, else None."""
+    module, qualname = getattr(obj, "__module__", None), getattr(obj, "__qualname__", "")
+    if not module or module == "__main__" or "<locals>" in qualname:
+        return None
+    return f"{module}:{qualname}"
+
+
+def _resolve(reference: str) -> Any:
+    import importlib
+
+    module, _, qualname = reference.partition(":")
+    obj = importlib.import_module(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def killed_session(path: str, config: TrainConfig, root: Path, after_cycles: int, *, legacy_factory: Any = None,
+                   native_factory: Any = None, keep_versions: int | None = None,
+                   trainer_kwargs: Mapping[str, Any] | None = None, timeout: float = 600) -> dict[str, Any] | None:
+    """A first session of ``path`` that a real ``SIGKILL`` ends after ``after_cycles`` cycles, in a child process;
+    its record, read from the files it left. ``None`` when the classes or options cannot reach a child process."""
+    import json
+    import subprocess
+    import sys
+
+    refs = {"legacy": _reference(legacy_factory) if legacy_factory is not None else None,
+            "native": _reference(native_factory) if native_factory is not None else None}
+    if (legacy_factory is not None and refs["legacy"] is None) or (native_factory is not None and refs["native"] is None):
+        return None
+    try:
+        spec = json.dumps({"path": path, "config": config.to_dict(), "root": str(root), "after": after_cycles,
+                           "refs": refs, "keep_versions": keep_versions, "trainer_kwargs": dict(trainer_kwargs or {})})
+    except (TypeError, ValueError):
+        return None
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    proc = subprocess.run([sys.executable, "-m", "fxai_compat.parity.continuous_check", spec], env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=timeout)
+    if proc.returncode != -signal.SIGKILL:
+        raise RuntimeError(f"The first {path} session was to be killed after {after_cycles} cycles, but it exited "
+                           f"with {proc.returncode}: {proc.stderr.strip()[-800:]}")
+    versions = Path(root) / "versions"
+    newest = (os.path.realpath(versions / "last.ckpt") if (versions / "last.ckpt").exists() else
+              _newest(versions, "version_*.ckpt"))
+    done = _cycles_in(newest)
+    return {"path": path, "interrupted": f"SIGKILL after {after_cycles} cycles", "resumed_from": None,
+            "newest_version": done, "versions": _version_files(versions), "cycles_total": done,
+            "weights": None, "cycles_trained": done}
+
+
+def _killed_child(spec: Mapping[str, Any]) -> None:
+    """The child of :func:`killed_session`: runs the session until its own SIGKILL."""
+    refs = spec["refs"]
+    run_session(spec["path"], TrainConfig.from_mapping(spec["config"]), spec["root"],
+                interrupt=Interrupt(int(spec["after"]), kill=True),
+                legacy_factory=_resolve(refs["legacy"]) if refs["legacy"] else None,
+                native_factory=_resolve(refs["native"]) if refs["native"] else None,
+                keep_versions=spec["keep_versions"], trainer_kwargs=spec["trainer_kwargs"])
+    raise SystemExit("the session ended without being killed")
+
+
 def _summary(weights: Sequence[float] | None) -> dict[str, float] | None:
     if weights is None:
         return None
@@ -206,3 +275,8 @@ def _summary(weights: Sequence[float] | None) -> dict[str, float] | None:
     return {"sum": float(t.sum()), "norm": float(t.norm())}
 
 
+if __name__ == "__main__":
+    import json
+    import sys
+
+    _killed_child(json.loads(sys.argv[1]))

@@ -33,6 +33,8 @@ def reached(history: Sequence[Mapping[str, Any]]) -> dict[str, int]:
         out["prunes"] = sum(value is not None for value in by["pruned_at"])
     if "resumed_from" in by:
         out["resumes"] = sum(value is not None for value in by["resumed_from"])
+        killed = {str((r.get("info") or {}).get("interrupted") or "") for r in history}
+        out["sessions killed by SIGKILL"] = sum(k.startswith("SIGKILL") for k in killed)
     if "cycle_metrics" in by:
         out["W&B rows read back"] = sum(value is not None for value in by["cycle_metrics"]) + sum(
             len(v or []) for v in by.get("episodes", []))
