@@ -10,6 +10,9 @@ fails with the first divergence, rendered as a diff, as the assertion message.
 
 fails on a divergence and also when the check compared nothing (``unchecked``: no observables registered,
 or an observable never compared): an unchecked port is never a passing test.
+
+``fxai_parity.assert_grammar(make_my_module)`` fits any LightningModule and checks the contract's event
+grammar on what a legacy callback receives from it (see ``fxai_compat.parity.grammar``).
 """
 
 from __future__ import annotations
@@ -43,6 +46,18 @@ class ParityFixture:
             pytest.fail(result.summary(), pytrace=False)
         return result
 
+    def check_grammar(self, module_factory, **options: Any):
+        from .grammar import check_module_grammar
+
+        return check_module_grammar(module_factory, default_root_dir=str(self._workdir()), **options)
+
+    def assert_grammar(self, module_factory, **options: Any):
+        """Fit ``module_factory()`` (any LightningModule; ``max_epochs=3`` unless given) with a recorder of all
+        16 legacy events and assert the contract's event grammar on its trace."""
+        result = self.check_grammar(module_factory, **options)
+        if not result.ok:
+            pytest.fail(result.summary(), pytrace=False)
+        return result
 
     def check_port(self, name_or_pair, config=None, **options: Any):
         from . import check_port_parity, parity_config
