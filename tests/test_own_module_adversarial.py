@@ -147,11 +147,6 @@ def test_native_port_and_shadow_pair_accept_an_env_wrapped_in_the_datamodule(imp
         assert list(built.legacy["metrics"].rewards) == pytest.approx([r for _, r, _ in dm.true_episodes], abs=1e-9)
 
 
-@pytest.mark.xfail(strict=True, raises=MissingRLEventError, reason=(
-    "RLCallback.setup (fxai_compat/callbacks/base.py) checks provided_events at the callbacks' setup, which "
-    "Lightning runs before the module's setup(): an env wrapped there is not yet reachable, so a native port "
-    "is refused although the env will announce every event it needs; the check would have to move to "
-    "on_fit_start (outside this fix's files)"))
 def test_native_port_accepts_an_env_made_in_the_modules_setup(tmp_path):
     module = A2CSetupEnv(lambda: wrap_env(gym.make("CartPole-v1")), n_steps=24)
     native = NativeMetrics(window_size=50)
