@@ -74,12 +74,14 @@ def test_wandb_logger_by_name_is_an_offline_run_in_the_run_folder(tmp_path, caps
     import re
     from pathlib import Path
 
+    import wandb
+
+    if wandb.run is not None:  # a run another test left in progress would be reused by the WandbLogger
+        wandb.run.finish()
     assert main(["train", "--config", _run_file(tmp_path, logger="wandb")]) == 0
     found = re.search(r"^W&B run \(native WandbLogger\): (\S+); upload it with: wandb sync \1$",
                       capsys.readouterr().out, re.M)
     assert found and Path(found[1]).parent == tmp_path / "run" / "wandb" and list(Path(found[1]).glob("run-*.wandb"))
     # Its run was finished: the next W&B logger of the process gets a run of its own (WandbLogger reuses one in
     # progress otherwise).
-    import wandb
-
     assert wandb.run is None
