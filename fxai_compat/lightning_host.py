@@ -54,6 +54,7 @@ from pytorch_lightning.strategies import DDPStrategy
 
 from .checkpoints import RL_STATE_KEY, write_atomic
 from .config import TrainConfig
+from .fast_log import log_value
 from .ppo import EVAL_KEYS, RL_EVENTS, PPOCore
 
 __all__ = ["PPOLightningModule", "RLDataModule", "RLEventBus", "RL_HOOKS", "NotifyingCheckpointIO",
@@ -218,9 +219,9 @@ class PPOLightningModule(pl.LightningModule):
         # are only reduced at on_train_epoch_end, after the validation loop, so a monitor that reads
         # callback_metrics at validation end (ModelCheckpoint when eval_every > 1, pruning callbacks)
         # would see the previous cycle's value. Evaluation results are epoch-level values of the val loop.
+        # log_value is self.log without its fixed per-call cost from the second cycle on (see fast_log).
         self.exact_logged[name] = value
-        self.log(name, float(value), on_step=on_step, on_epoch=not on_step, prog_bar=prog_bar, batch_size=1,
-                 sync_dist=False)
+        log_value(self, name, value, on_step=on_step, on_epoch=not on_step, prog_bar=prog_bar)
 
     def cycle_metrics(self) -> dict[str, Any]:
         """The legacy ``metrics`` dict of the cycle just finished (exact values), eval keys included when due."""

@@ -1,0 +1,74 @@
+"""``log_value``: ``LightningModule.log`` for a value logged again and again, without its fixed per-call cost.
+
+An RL cycle logs a dozen scalars, the same names with the same options every cycle. ``self.log`` costs
+about 0.8 ms per value on this stack (pytorch_lightning 2.6.6), almost all of it fixed work that gives
+the same answer every time: checking the arguments, building a ``_Metadata`` and comparing it with the
+stored one, and ``_ResultMetric.to(device)``, which rebuilds the metric's ``__dict__`` through
+``apply_to_collection`` and so deep-copies its metadata on every call (measured by cProfile: ~75 % of
+the call). ``log_value`` calls ``self.log`` the first time a name is logged from a hook into a result
+collection (so every check runs and the metric is registered exactly as usual), and afterwards hands
+the value straight to the registered metric (``_ResultCollection.update_metrics``, the last step of
+``self.log``): the same tensor, the same update, the same ``callback_metrics``, logger rows and
+monitor values. Whenever the shortcut's conditions do not hold (another result collection, a
+dataloader index, a new epoch's first log of a hook, a metric moved to another device, an option
+changed, Lightning Fabric) it goes through ``self.log``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+
+__all__ = ["log_value", "FAST_LOG"]
+
+#: Set to False to send every value through ``self.log`` (the tests compare both paths).
+FAST_LOG = True
+
+_CACHE_ATTR = "_fxai_fast_log"
+
+
+def _default_dtype() -> torch.dtype:
+    # As Lightning's ``_get_default_dtype``: the default dtype, but no lower than float32.
+    dtype = torch.get_default_dtype()
+    return dtype if dtype in (torch.float32, torch.float64) else torch.float32
+
+
+def log_value(module: "pl.LightningModule", name: str, value: float, *, on_step: bool, on_epoch: bool,
+              prog_bar: bool = False, batch_size: int = 1) -> None:
+    """``module.log(name, float(value), on_step=..., on_epoch=..., prog_bar=..., batch_size=..., sync_dist=False)``,
+    the same in every observable way, at a fraction of the cost from the second call on."""
+    if isinstance(value, torch.Tensor):  # a tensor keeps its dtype in self.log: no shortcut
+        module.log(name, value, on_step=on_step, on_epoch=on_epoch, prog_bar=prog_bar, batch_size=batch_size,
+                   sync_dist=False)
+        return
+    value = float(value)
+    options = (on_step, on_epoch, prog_bar, batch_size)
+    trainer = module._trainer
+    fx = module._current_fx_name
+    results = trainer._results if trainer is not None and not trainer.barebones else None
+    cache: dict[str, tuple] | None = module.__dict__.get(_CACHE_ATTR)
+    if FAST_LOG and results is not None and fx is not None and cache is not None and module._fabric is None:
+        key = f"{fx}.{name}"
+        known = cache.get(key)
+        if known is not None and results.dataloader_idx is None:
+            known_results, metric, known_options = known
+            connector = trainer._logger_connector
+            if (known_results is results and known_options == options and results.get(key) is metric
+                    and not connector.should_reset_tensors(fx) and metric.value.device == module.device):
+                tensor = torch.tensor(value, device=module.device, dtype=_default_dtype())
+                results.update_metrics(key, tensor, batch_size)
+                connector._current_fx = fx
+                return
+    module.log(name, value, on_step=on_step, on_epoch=on_epoch, prog_bar=prog_bar, batch_size=batch_size,
+               sync_dist=False)
+    if results is None or fx is None or results.dataloader_idx is not None:
+        return
+    key = f"{fx}.{name}"
+    metric = results.get(key)
+    if metric is not None and metric.is_tensor:
+        if cache is None:
+            cache = {}
+            module.__dict__[_CACHE_ATTR] = cache
+        cache[key] = (results, metric, options)
