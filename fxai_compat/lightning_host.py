@@ -54,7 +54,7 @@ from pytorch_lightning.strategies import DDPStrategy
 
 from .checkpoints import RL_STATE_KEY, write_atomic
 from .config import TrainConfig
-from .fast_log import log_value
+from .fast_paths import log_value, plain_backward_suffices
 from .ppo import EVAL_KEYS, RL_EVENTS, PPOCore
 
 __all__ = ["PPOLightningModule", "RLDataModule", "RLEventBus", "RL_HOOKS", "NotifyingCheckpointIO",
@@ -160,6 +160,7 @@ class PPOLightningModule(pl.LightningModule):
         self._sync_gradients = None
         self._rank_states: list[dict[str, Any]] | None = None
         self._train_metrics: dict[str, Any] | None = None
+        self._backward = self.manual_backward
 
     # -- set-up -------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -177,6 +178,7 @@ class PPOLightningModule(pl.LightningModule):
     def on_train_start(self) -> None:
         # Callbacks' on_train_start (on_training_start, a legacy resume) has run; now start the envs.
         self.rl_events = RLEventBus(self.trainer, self)
+        self._backward = None if plain_backward_suffices(self.trainer, self) else self.manual_backward
         self.core.start(self.rl_events)
 
     # -- a cycle --------------------------------------------------------------------------------
@@ -184,13 +186,15 @@ class PPOLightningModule(pl.LightningModule):
         core, bus = self.core, self.rl_events
         if bus is None:  # a module driven without on_train_start (e.g. tests calling fit_loop pieces)
             bus = self.rl_events = RLEventBus(self.trainer, self)
+            self._backward = self.manual_backward
             core.start(bus)
         self.exact_logged = {}
         self.last_eval_results = None
         opt = self.optimizers()
         core.begin_cycle()
         rollout_info = core.collect_rollout(bus)
-        core.update(opt, bus, backward=self.manual_backward, step=opt.step, sync_gradients=self._sync_gradients)
+        # backward=None: loss.backward(), where manual_backward would call nothing else (fast_paths).
+        core.update(opt, bus, backward=self._backward, step=opt.step, sync_gradients=self._sync_gradients)
         core.end_cycle()
         metrics = core.cycle_metrics(None)
         if self.trainer.world_size > 1:
@@ -219,7 +223,7 @@ class PPOLightningModule(pl.LightningModule):
         # are only reduced at on_train_epoch_end, after the validation loop, so a monitor that reads
         # callback_metrics at validation end (ModelCheckpoint when eval_every > 1, pruning callbacks)
         # would see the previous cycle's value. Evaluation results are epoch-level values of the val loop.
-        # log_value is self.log without its fixed per-call cost from the second cycle on (see fast_log).
+        # log_value is self.log without its fixed per-call cost from the second cycle on (see fast_paths).
         self.exact_logged[name] = value
         log_value(self, name, value, on_step=on_step, on_epoch=not on_step, prog_bar=prog_bar)
 

@@ -67,7 +67,7 @@ from pytorch_lightning.loggers import CSVLogger
 
 from ..checkpoints import RL_STATE_KEY, load_weights_only
 from ..config import TrainConfig
-from ..fast_log import log_value
+from ..fast_paths import log_value
 from ..lightning_host import RLModelCheckpoint
 from .checkpoint import refuse_shared_last_checkpoint
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 
-from ..fast_log import log_value
+from ..fast_paths import log_value
 from .base import MissingMetricError
 
 __all__ = ["EvaluationCallback"]

@@ -35,7 +35,7 @@ import pytorch_lightning as pl
 import torch
 import torchmetrics
 
-from ..fast_log import log_value
+from ..fast_paths import log_value
 from ..lightning_host import LOGGED_METRICS
 from .base import RLCallback
 

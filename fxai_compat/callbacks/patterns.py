@@ -39,7 +39,7 @@ import numpy as np
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Checkpoint, EarlyStopping
 
-from ..fast_log import log_value
+from ..fast_paths import log_value
 from ..lightning_host import RL_HOOKS
 from .base import RLCallback, is_rl_noop
 
