@@ -54,7 +54,7 @@ from pytorch_lightning.strategies import DDPStrategy
 
 from .checkpoints import RL_STATE_KEY, write_atomic
 from .config import TrainConfig
-from .fast_paths import log_value, plain_backward_suffices
+from .fast_paths import log_value, plain_step, plain_steps_suffice
 from .ppo import EVAL_KEYS, RL_EVENTS, PPOCore
 
 __all__ = ["PPOLightningModule", "RLDataModule", "RLEventBus", "RL_HOOKS", "NotifyingCheckpointIO",
@@ -160,7 +160,7 @@ class PPOLightningModule(pl.LightningModule):
         self._sync_gradients = None
         self._rank_states: list[dict[str, Any]] | None = None
         self._train_metrics: dict[str, Any] | None = None
-        self._backward = self.manual_backward
+        self._plain_steps = False
 
     # -- set-up -------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -178,7 +178,7 @@ class PPOLightningModule(pl.LightningModule):
     def on_train_start(self) -> None:
         # Callbacks' on_train_start (on_training_start, a legacy resume) has run; now start the envs.
         self.rl_events = RLEventBus(self.trainer, self)
-        self._backward = None if plain_backward_suffices(self.trainer, self) else self.manual_backward
+        self._plain_steps = plain_steps_suffice(self.trainer, self)
         self.core.start(self.rl_events)
 
     # -- a cycle --------------------------------------------------------------------------------
@@ -186,15 +186,17 @@ class PPOLightningModule(pl.LightningModule):
         core, bus = self.core, self.rl_events
         if bus is None:  # a module driven without on_train_start (e.g. tests calling fit_loop pieces)
             bus = self.rl_events = RLEventBus(self.trainer, self)
-            self._backward = self.manual_backward
+            self._plain_steps = False
             core.start(bus)
         self.exact_logged = {}
         self.last_eval_results = None
         opt = self.optimizers()
         core.begin_cycle()
         rollout_info = core.collect_rollout(bus)
-        # backward=None: loss.backward(), where manual_backward would call nothing else (fast_paths).
-        core.update(opt, bus, backward=self._backward, step=opt.step, sync_gradients=self._sync_gradients)
+        if self._plain_steps:  # where manual_backward and opt.step would call only empty hooks (fast_paths)
+            core.update(opt, bus, backward=None, step=plain_step(opt), sync_gradients=self._sync_gradients)
+        else:
+            core.update(opt, bus, backward=self.manual_backward, step=opt.step, sync_gradients=self._sync_gradients)
         core.end_cycle()
         metrics = core.cycle_metrics(None)
         if self.trainer.world_size > 1:

@@ -85,31 +85,45 @@ def test_log_value_falls_back_to_self_log_when_options_change(tmp_path, monkeypa
         fit(tiny(tmp_path, cycles=3, eval_every=0, checkpoint_every=0), [Changing()], logger=False)
 
 
-def test_backward_skips_manual_backward_only_when_nothing_listens(tmp_path, monkeypatch):
-    calls = []
-    original = pl.LightningModule.manual_backward
-    monkeypatch.setattr(pl.LightningModule, "manual_backward",
-                        lambda self, loss, *a, **k: (calls.append(1), original(self, loss, *a, **k))[1])
+def test_plain_backward_and_step_only_when_nothing_listens_same_numbers_and_global_step(tmp_path, monkeypatch):
+    from pytorch_lightning.core.optimizer import LightningOptimizer
+
+    calls = {"backward": 0, "step": 0}
+    backward, step = pl.LightningModule.manual_backward, LightningOptimizer.step
+
+    def counting_backward(self, loss, *a, **k):
+        calls["backward"] += 1
+        return backward(self, loss, *a, **k)
+
+    def counting_step(self, *a, **k):
+        calls["step"] += 1
+        return step(self, *a, **k)
+
+    monkeypatch.setattr(pl.LightningModule, "manual_backward", counting_backward)
+    monkeypatch.setattr(LightningOptimizer, "step", counting_step)
 
     class Listening(pl.Callback):
-        def __init__(self):
-            self.before = self.after = 0
-
-        def on_before_backward(self, trainer, pl_module, loss):
-            self.before += 1
-
-        def on_after_backward(self, trainer, pl_module):
-            self.after += 1
+        def __init__(self, hook):
+            self.count = 0
+            setattr(self, hook, lambda *args: setattr(self, "count", self.count + 1))
 
     cfg = tiny(tmp_path, cycles=2, eval_every=0, checkpoint_every=0)
     updates = cfg.cycles * cfg.update_epochs * cfg.minibatches_per_epoch
-    plain = [p.detach().clone() for p in fit(cfg, logger=False).lightning_module.parameters()]
-    assert calls == []  # nothing listens: loss.backward() directly
-    listening = Listening()
-    hooked = [p.detach().clone() for p in fit(cfg, [listening], logger=False).lightning_module.parameters()]
-    assert len(calls) == updates and listening.before == listening.after == updates
+
+    def run(*callbacks):
+        calls.update(backward=0, step=0)
+        trainer = fit(cfg, list(callbacks), logger=False)
+        assert trainer.global_step == updates  # the optimizer step progress is counted either way
+        return [p.detach().clone() for p in trainer.lightning_module.parameters()], dict(calls)
+
+    plain, counted = run()
+    assert counted == {"backward": 0, "step": 0}  # nothing listens: loss.backward() and optimizer.step()
+    for hook in ("on_before_backward", "on_after_backward", "on_before_optimizer_step"):
+        listening = Listening(hook)
+        hooked, counted = run(listening)
+        assert counted == {"backward": updates, "step": updates} and listening.count == updates, hook
+        assert all(torch.equal(a, b) for a, b in zip(plain, hooked))
     monkeypatch.setattr(fast_paths, "FAST_PATHS", False)
-    calls.clear()
-    slow = [p.detach().clone() for p in fit(cfg, logger=False).lightning_module.parameters()]
-    assert len(calls) == updates
-    assert all(torch.equal(a, b) and torch.equal(a, c) for a, b, c in zip(plain, hooked, slow))
+    slow, counted = run()
+    assert counted == {"backward": updates, "step": updates}
+    assert all(torch.equal(a, b) for a, b in zip(plain, slow))
