@@ -178,6 +178,7 @@ class PPOLightningModule(pl.LightningModule):
     def on_train_start(self) -> None:
         # Callbacks' on_train_start (on_training_start, a legacy resume) has run; now start the envs.
         self.rl_events = RLEventBus(self.trainer, self)
+        self.core.to_device(self.device)  # buffers and observations where the policy is; the envs stay on the CPU
         self._plain_steps = plain_steps_suffice(self.trainer, self)
         self.core.start(self.rl_events)
 
@@ -186,6 +187,7 @@ class PPOLightningModule(pl.LightningModule):
         core, bus = self.core, self.rl_events
         if bus is None:  # a module driven without on_train_start (e.g. tests calling fit_loop pieces)
             bus = self.rl_events = RLEventBus(self.trainer, self)
+            core.to_device(self.device)
             self._plain_steps = False
             core.start(bus)
         self.exact_logged = {}

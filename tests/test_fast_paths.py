@@ -51,7 +51,12 @@ def _run(tmp_path, fast: bool, monkeypatch):
                            save_top_k=2, filename="b-{epoch}")
     stop = EarlyStopping(monitor="val/episode_reward_mean", mode="max", patience=100)
     logger = CSVLogger(str(tmp_path / "logs"), name="run", version=0)
-    trainer = fit(cfg, [*built.callbacks, best, stop, seen], logger=[logger, *built.loggers])
+    try:
+        trainer = fit(cfg, [*built.callbacks, best, stop, seen], logger=[logger, *built.loggers])
+    finally:
+        import wandb
+
+        wandb.finish()  # the W&B port's (disabled) run must not leak into later tests of the process
     with open(tmp_path / "logs" / "run" / "version_0" / "metrics.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     return {"seen": seen.cycles, "csv": rows, "best": {k.rsplit("/", 1)[-1]: float(v) for k, v in best.best_k_models.items()},
