@@ -449,6 +449,13 @@ def run_benchmark(scales: list[str] | None = None, memory_cycles: int | None = 1
         results["scales"][scale] = run_scale(scale, cycles, repeats, workdir=Path(workdir), log=log)
         if save is not None:
             save(results)
+    from .bench_envs import measure_async_env
+
+    quick = cycles is not None and cycles <= 2 and repeats == 1
+    results["slow_env"] = measure_async_env(Path(workdir) / "slow_env", cycles=2 if quick else 4,
+                                            repeats=1 if quick else 5, log=log)
+    if save is not None:
+        save(results)
     if memory_cycles:
         try:
             for name in ("legacy_six", "fit_six_adapted", "fit_six_native"):
@@ -514,47 +521,18 @@ def format_table(results: dict[str, Any]) -> str:
             e = res["adapted_event_us"]
             lines.append(f"[{scale}] per adapted legacy event, in the runs ((sixteen-empty - none) / events delivered, "
                          f"{e['events_per_run']} per run): {e['median']:.1f} us ({e['min']:.1f} to {e['max']:.1f})")
+    slow = results.get("slow_env")
+    if slow:
+        whole, cycle = slow["speedup_whole_run"], slow["speedup_per_cycle"]
+        lines.append(f"slow env ({slow['env']}, {slow['busy_ms_per_step']:.0f} ms of CPU work per step, "
+                     f"{slow['settings']['n_envs']} envs, {os.cpu_count()} cores): vector_env async / sync speed-up "
+                     f"{whole['median']:.2f}x per run ({whole['min']:.2f}-{whole['max']:.2f})"
+                     + (f", {cycle['median']:.2f}x per cycle without the workers' start-up "
+                        f"({cycle['min']:.2f}-{cycle['max']:.2f})" if cycle else ""))
     d = results["dispatch_cost"]
     lines.append(f"dispatch per event, microbenchmark: direct call {d['direct_call_ns']:.0f} ns, legacy CallbackManager "
                  f"{d['legacy_manager_ns']:.0f} ns, adapter (RL event -> legacy method) {d['adapter_ns']:.0f} ns")
     return "\n".join(lines)
-
-
-def learning_check(config_path: str = "examples/cartpole.yaml", log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Train the CartPole config under both hosts and report evaluation return vs environment steps.
-
-    Reference points from outside: Stable-Baselines3's zoo reports 500 at 100k steps with tuned settings,
-    CleanRL's default PPO about 490 at 500k steps. The target here: >= 475 within 100k steps on both hosts.
-    """
-    from legacy_callbacks import BaseCallback
-
-    from .adapter import LegacyCallbackAdapter
-    from .cli import load_run_config
-    from .legacy_host import LegacyTrainer
-    from .lightning_host import fit
-
-    cfg = load_run_config(config_path).train
-    curves: dict[str, list[tuple[int, float]]] = {}
-    for host in ("legacy", "lightning"):
-        curve: list[tuple[int, float]] = []
-
-        class Curve(BaseCallback):
-            def on_evaluation_end(self, trainer, eval_results):
-                curve.append((trainer.total_timesteps, eval_results["episode_reward_mean"]))
-
-        run_cfg = cfg.replace(checkpoint_dir=str(Path(tempfile.mkdtemp()) / host))
-        start = time.perf_counter()
-        if host == "legacy":
-            LegacyTrainer(run_cfg, [Curve()]).train()
-        else:
-            fit(run_cfg, [LegacyCallbackAdapter(Curve())], logger=False)
-        seconds = time.perf_counter() - start
-        curves[host] = curve
-        reached = next((steps for steps, ret in curve if ret >= 475), None)
-        log(f"{host}: " + ", ".join(f"{steps // 1000}k:{ret:.0f}" for steps, ret in curve)
-            + f"  -> first >= 475 at {reached if reached is not None else 'never'} steps ({seconds:.0f} s)")
-    return {host: {"curve": curve, "first_475": next((s for s, r in curve if r >= 475), None),
-                   "final": curve[-1][1] if curve else None} for host, curve in curves.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -574,6 +552,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="instead: the CartPole learning check (examples/cartpole.yaml) under both hosts")
     args = parser.parse_args(argv)
     if args.learning:
+        from .bench_learning import learning_check
+
         result = learning_check()
         ok = all(r["first_475"] is not None and r["first_475"] <= 100_000 for r in result.values())
         print("learning check:", "passed (>= 475 within 100k steps on both hosts)" if ok else "FAILED")

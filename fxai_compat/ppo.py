@@ -353,7 +353,7 @@ class PPOCore:
         """
         cfg = self.config
         seed = int(np.random.SeedSequence([cfg.seed, 0xE7A1, self.cycle]).generate_state(1)[0])
-        env = make_vector_env(cfg, cfg.eval_episodes, seed=seed)
+        env = make_vector_env(cfg, cfg.eval_episodes, seed=seed, mode="sync")  # short-lived: no worker processes
         obs, _ = env.reset(seed=seed)
         n = cfg.eval_episodes
         returns, lengths = np.zeros(n), np.zeros(n, dtype=np.int64)

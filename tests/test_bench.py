@@ -40,6 +40,9 @@ def test_quick_run_writes_every_scale_ratio_variant_and_overhead(tmp_path):
     assert results["scales"]["production"]["work_per_cycle"] == {
         "n_envs": 16, "n_steps": 256, "update_epochs": 10, "minibatch_size": 512, "hidden_sizes": [256, 256],
         "optimizer_steps": 80}
+    slow = results["slow_env"]
+    assert slow["env"] == "fxai_compat/SlowCartPole-v1" and slow["cycles"] == 2 and slow["repeats"] == 1
+    assert slow["speedup_whole_run"]["median"] > 0 and "vector_env async / sync speed-up" in done.stdout
     assert results["memory"] == {}  # --quick skips the memory runs
     assert all(math.isfinite(v) for v in results["dispatch_cost"].values())
     for scale in SCALES:
