@@ -81,10 +81,7 @@ _DEMO = _EXAMPLES / "demo.yaml"
 
 
 def _load(path: Path):
-    try:
-        from .runfile import load_run_config
-    except ImportError:  # before the run-file module was split out of the CLI
-        from .cli import load_run_config
+    from .runfile import load_run_config
 
     if not path.exists():
         raise FileNotFoundError(f"The benchmark runs the config {path}, which is not there: run it from a "
