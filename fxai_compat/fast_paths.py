@@ -28,6 +28,7 @@ Otherwise (DDP, bf16-mixed, a callback listening) it goes through ``manual_backw
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -39,7 +40,9 @@ __all__ = ["log_value", "plain_steps_suffice", "plain_step", "FAST_PATHS"]
 #: Set to False to take Lightning's own path everywhere (the tests compare both paths).
 FAST_PATHS = True
 
-_CACHE_ATTR = "_fxai_fast_paths"
+#: Per module: result key -> (result collection, its registered metric, the options it was logged with). Weak, so
+#: that a module's copies and pickles do not carry Lightning's result collections along.
+_REGISTERED: "weakref.WeakKeyDictionary[pl.LightningModule, dict[str, tuple]]" = weakref.WeakKeyDictionary()
 
 
 def _default_dtype() -> torch.dtype:
@@ -61,7 +64,7 @@ def log_value(module: "pl.LightningModule", name: str, value: float, *, on_step:
     trainer = module._trainer
     fx = module._current_fx_name
     results = trainer._results if trainer is not None and not trainer.barebones else None
-    cache: dict[str, tuple] | None = module.__dict__.get(_CACHE_ATTR)
+    cache = _REGISTERED.get(module)
     if FAST_PATHS and results is not None and fx is not None and cache is not None and module._fabric is None:
         key = f"{fx}.{name}"
         known = cache.get(key)
@@ -85,8 +88,7 @@ def log_value(module: "pl.LightningModule", name: str, value: float, *, on_step:
     metric = results.get(key)
     if metric is not None and metric.is_tensor:
         if cache is None:
-            cache = {}
-            module.__dict__[_CACHE_ATTR] = cache
+            cache = _REGISTERED[module] = {}
         cache[key] = (results, metric, options)
 
 
