@@ -29,7 +29,7 @@ def test_quick_run_writes_every_scale_ratio_variant_and_overhead(tmp_path):
             assert info["target"] == TARGETS[scale].get(name) and math.isfinite(info["median"]) and info["median"] > 0
             assert info["meets_target"] == (None if info["target"] is None else info["median"] <= info["target"])
         host = res["fixed_overhead"]["host"]
-        for key in ("per_cycle_ms", "per_run_rest_ms", "amortized_per_cycle_ms"):
+        for key in ("per_cycle_ms", "per_run_rest_ms", "amortized_per_cycle_ms", "outside_ppo_work_per_cycle_ms"):
             assert math.isfinite(host[key]["median"]) and len(host[key]["per_round"]) == 1
         # The whole difference spread over the cycles is the per-cycle part plus the rest per run, per cycle.
         assert math.isclose(host["amortized_per_cycle_ms"]["median"] * 2,
