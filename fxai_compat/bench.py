@@ -541,7 +541,7 @@ def format_table(results: dict[str, Any]) -> str:
     slow = results.get("slow_env")
     if slow:
         whole, cycle = slow["speedup_whole_run"], slow["speedup_per_cycle"]
-        lines.append(f"slow env ({slow['env']}, {slow['busy_ms_per_step']:.0f} ms of CPU work per step, "
+        lines.append(f"slow env ({slow['env']}, {slow['work_per_step']} per step, "
                      f"{slow['settings']['n_envs']} envs, {os.cpu_count()} cores): vector_env async / sync speed-up "
                      f"{whole['median']:.2f}x per run ({whole['min']:.2f}-{whole['max']:.2f})"
                      + (f", {cycle['median']:.2f}x per cycle without the workers' start-up "

@@ -1,7 +1,8 @@
 """The benchmark's slow-environment part: ``vector_env: sync`` against ``async`` on a deliberately slow env.
 
-``fxai_compat/SlowCartPole-v1`` is CartPole with 1 ms of CPU work per environment step (``envs.SlowStep``), so
-a cycle of 8 environments x 32 steps spends about 0.26 s stepping them one after the other. With ``async``
+``fxai_compat/SlowCartPole-v1`` is CartPole with a fixed amount of CPU work per environment step (``envs.SlowStep``:
+about 1 ms on a quiet core here), so a cycle of 8 environments x 32 steps spends about 0.26 s stepping them one
+after the other. With ``async``
 each environment steps in its own worker process (gymnasium's ``AsyncVectorEnv``): the speed-up is bounded
 by the cores (two on the reference machine) and paid for with inter-process traffic per step and worker
 start-up per run. Both variants train under Lightning (``fit``), interleaved cycle by cycle as every other
@@ -55,7 +56,7 @@ def measure_async_env(workdir: Path, cycles: int = 4, repeats: int = 5,
         if middle["async"] > 0:
             cycle_speedup.append(middle["sync"] / middle["async"])
         log(f"[slow env] round {rep + 1}/{repeats}: sync {seconds['sync'][-1]:.2f}s, async {seconds['async'][-1]:.2f}s")
-    return {"env": SLOW_CARTPOLE, "busy_ms_per_step": 1.0, "settings": dict(SLOW_ENV_SETTINGS), "cycles": cycles,
+    return {"env": SLOW_CARTPOLE, "work_per_step": "25,000 Python float iterations (~1 ms on a quiet core)", "settings": dict(SLOW_ENV_SETTINGS), "cycles": cycles,
             "repeats": repeats, "seconds": {n: _spread(t) for n, t in seconds.items()},
             "speedup_whole_run": _spread([a / b for a, b in zip(seconds["sync"], seconds["async"])]),
             "speedup_per_cycle": _spread(cycle_speedup) if cycle_speedup else None,
