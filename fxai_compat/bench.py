@@ -1,7 +1,7 @@
 """``python -m fxai_compat.bench``: what moving to Lightning costs, at three scales, measured side by side.
 
 Three scales, each a run config of ``examples/``: ``cartpole`` (short cycles: 8 envs x 32 steps, 20 epochs,
-~55 ms of PPO work per cycle), ``demo`` (the demo: FX env, 4 envs x 256 steps, ~0.25 s) and ``production``
+~55 ms of PPO work per cycle), ``demo`` (the demo: FX env, 4 envs x 256 steps, 0.1-0.25 s) and ``production``
 (16 envs x 256 steps, 256x256 MLP, 10 epochs of 512-transition minibatches, ~1 s). Every variant of a scale
 runs that config's PPO work with its evaluation and checkpoint cadences (the six callbacks take the demo's
 options) for a fixed number of cycles. This machine is noisy (its speed swings by tens of percent within
@@ -60,11 +60,11 @@ class Scale:
 
 
 SCALES = {
-    "cartpole": Scale("cartpole.yaml", cycles=20, repeats=10,
+    "cartpole": Scale("cartpole.yaml", cycles=20, repeats=8,
                       variants=("legacy_none", "fit_none", "legacy_six", "fit_six_native"), targets={"host": 1.05}),
     "demo": Scale("demo.yaml", cycles=10, repeats=8, variants=tuple(_ALL),
                   targets={"host": 1.05, "adapter": 1.10, "dispatch": 1.05, "native": 1.08}),
-    "production": Scale("production.yaml", cycles=5, repeats=5,
+    "production": Scale("production.yaml", cycles=5, repeats=4,
                         variants=("legacy_none", "fit_none", "fit_six_adapted", "legacy_six", "fit_six_native"),
                         targets={"host": 1.02, "adapter": 1.03, "native": 1.03}),
 }
@@ -362,8 +362,8 @@ def _spread(values: list[float]) -> dict[str, Any]:
 def _overheads(segments: dict[str, list[list[float]]], core: dict[str, list[list[float]]], cycles: int,
                scale: str) -> dict[str, Any]:
     """Lightning minus the legacy loop, in ms, per round: per cycle (the middle cycles, where no evaluation or
-    checkpoint falls due at the benchmark's cadences), the rest per run (set-up, teardown, the due evaluation
-    and checkpoint), the whole difference spread over the run's cycles, and per middle cycle outside the
+    checkpoint falls due at the benchmark's cadences), the rest per run (set-up, the first cycle's first-use
+    costs, teardown, the due evaluation and checkpoint), the whole difference spread over the run's cycles, and per middle cycle outside the
     core's PPO work (rollout, update, evaluation timed inside each run: the compute both hosts share is
     subtracted before comparing, so the machine's speed swings mostly drop out; RL events dispatched inside the
     rollout and the updates count as PPO work there)."""
@@ -373,12 +373,16 @@ def _overheads(segments: dict[str, list[list[float]]], core: dict[str, list[list
             continue
         per_cycle, per_run, amortized, outside = [], [], [], []
         for a, b, ca, cb in zip(segments[num], segments[den], core[num], core[den]):
-            middle = (sum(a[1:-1]) - sum(b[1:-1])) / max(len(a) - 2, 1) * 1000
+            # Segments: set-up, cycle 0 (first-use costs: registering the logged names ...), ..., last cycle +
+            # teardown. The middle cycles are the ones in between (cycle 0 too in runs of fewer than 3 cycles).
+            mid = slice(2, -1) if len(a) >= 4 else slice(1, -1)
+            n_mid = max(len(a[mid]), 1)
+            middle = (sum(a[mid]) - sum(b[mid])) / n_mid * 1000
             total = (sum(a) - sum(b)) * 1000
             per_cycle.append(middle)
             per_run.append(total - middle * cycles)
             amortized.append(total / cycles)
-            outside.append(((sum(a[1:-1]) - sum(ca[1:-1])) - (sum(b[1:-1]) - sum(cb[1:-1]))) / max(len(a) - 2, 1) * 1000)
+            outside.append(((sum(a[mid]) - sum(ca[mid])) - (sum(b[mid]) - sum(cb[mid]))) / n_mid * 1000)
         out[name] = {"per_cycle_ms": _spread(per_cycle), "per_run_rest_ms": _spread(per_run),
                      "amortized_per_cycle_ms": _spread(amortized), "outside_ppo_work_per_cycle_ms": _spread(outside),
                      "lightning": num, "legacy": den}
@@ -561,7 +565,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="cycles per run at every scale (default: each scale's own: cartpole 20, demo 10, "
                              "production 5, so that evaluation falls due once)")
     parser.add_argument("--repeats", type=int, default=None,
-                        help="interleaved rounds at every scale (default: each scale's own: 10, 8, 5)")
+                        help="interleaved rounds at every scale (default: each scale's own: 8, 8, 4)")
     parser.add_argument("--memory-cycles", type=int, default=10,
                         help="cycles of the base memory run at the demo scale, the long one does 10x (0: skip)")
     parser.add_argument("--out", default="bench/results.json")
