@@ -60,7 +60,7 @@ class Scale:
 
 
 SCALES = {
-    "cartpole": Scale("cartpole.yaml", cycles=20, repeats=8,
+    "cartpole": Scale("cartpole.yaml", cycles=20, repeats=10,
                       variants=("legacy_none", "fit_none", "legacy_six", "fit_six_native"), targets={"host": 1.05}),
     "demo": Scale("demo.yaml", cycles=10, repeats=8, variants=tuple(_ALL),
                   targets={"host": 1.05, "adapter": 1.10, "dispatch": 1.05, "native": 1.08}),
@@ -565,7 +565,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="cycles per run at every scale (default: each scale's own: cartpole 20, demo 10, "
                              "production 5, so that evaluation falls due once)")
     parser.add_argument("--repeats", type=int, default=None,
-                        help="interleaved rounds at every scale (default: each scale's own: 8, 8, 4)")
+                        help="interleaved rounds at every scale (default: each scale's own: 10, 8, 4)")
     parser.add_argument("--memory-cycles", type=int, default=10,
                         help="cycles of the base memory run at the demo scale, the long one does 10x (0: skip)")
     parser.add_argument("--out", default="bench/results.json")
