@@ -51,7 +51,7 @@ from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 from pytorch_lightning.strategies import DDPStrategy
 
-from .checkpoints import RL_STATE_KEY, write_atomic
+from .checkpoints import RL_STATE_KEY, RUN_INFO_KEY, write_atomic
 from .config import TrainConfig
 from .fast_paths import log_value, plain_step, plain_steps_suffice
 from .ppo import EVAL_KEYS, PPOCore
@@ -209,6 +209,11 @@ class PPOLightningModule(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = self.core.state_dict()
         checkpoint[RL_STATE_KEY] = state  # this process's (rank 0's): what single-process readers restore
+        trainer = self._trainer
+        if trainer is not None:  # whether a resume continues this run or starts a new one (TrainConfig.cycles)
+            target = trainer.max_epochs if trainer.max_epochs is not None and trainer.max_epochs >= 0 else None
+            checkpoint[RUN_INFO_KEY] = {"target_cycles": target, "stopped": bool(trainer.should_stop),
+                                        "checkpoint_every": int(getattr(self.config, "checkpoint_every", 0))}
         ranks = self._rank_states
         if ranks is not None and all(ranks[0][k] == state[k] for k in _MOMENT_KEYS):
             # Every rank's state as of the end of this cycle (not written for saves in the middle of a cycle,
