@@ -80,7 +80,8 @@ def output_lines(*, loggers: list[Any] = (), callbacks: list[Any] = (), study: A
     if checkpoint_dir is not None:
         lines.append(f"checkpoints: {checkpoint_dir}" + (f" ({periodic} periodic)" if periodic is not None else ""))
     for logger in loggers:
-        kind = type(logger).__name__
+        bases = {cls.__name__ for cls in type(logger).__mro__}  # subclasses too (create_wandb_logger's RLWandbLogger)
+        kind = next((k for k in ("WandbLogger", "CSVLogger", "TensorBoardLogger") if k in bases), type(logger).__name__)
         if kind == "WandbLogger":
             lines += _wandb_lines("W&B run (native WandbLogger)", getattr(logger, "_experiment", None))
         elif kind == "CSVLogger":
