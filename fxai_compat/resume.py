@@ -1,0 +1,165 @@
+"""Where a run continues from, found on disk whatever ``last.ckpt`` says, and the one line that says so.
+
+``last.ckpt`` is a convenience, not the truth: Lightning's link step deletes the link and then
+re-creates it, so a process killed in between leaves it missing (or, after a crash elsewhere, dangling)
+next to a full set of good ``cycle-NNNN.ckpt`` files. :func:`find_resume_checkpoint` therefore looks at
+every periodic checkpoint of the directory (and at the link's target), newest written first, and
+returns the first one that reads back as a training checkpoint of the asking host. By time, not by
+cycle number: after a ``--fresh`` start the files of the older run (higher cycle numbers) are still
+there, and the run to continue is the one written last.
+
+:func:`announce_resume` prints the line every continuing run prints: the file, the cycle and the env
+steps, and a warning when a newer checkpoint of the directory holds more cycles (resuming from an
+older point trains those cycles again and writes over their files).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .checkpoints import CheckpointError, TrainingCheckpoint, is_url, read_training_checkpoint
+
+__all__ = ["check_resume_compatible", "ResumePoint", "find_resume_checkpoint", "periodic_checkpoints", "announce_resume", "resume_line",
+           "newer_checkpoint_than"]
+
+_PERIODIC = re.compile(r"(cycle-\d+|last)\.ckpt")
+
+
+@dataclass
+class ResumePoint:
+    """The checkpoint a run continues from, read and checked."""
+
+    path: str
+    checkpoint: TrainingCheckpoint
+    #: Checkpoints of the directory that did not read back (path -> reason), newest first.
+    skipped: dict[str, str]
+
+
+def periodic_checkpoints(ckpt_dir: str | os.PathLike) -> list[Path]:
+    """``cycle-NNNN.ckpt`` files and the target of a live ``last.ckpt`` link, newest written first (temp files of an
+    interrupted write carry other names and are never listed)."""
+    directory = Path(ckpt_dir)
+    if is_url(directory) or not directory.is_dir():
+        return []
+    found: dict[Path, float] = {}
+    for entry in directory.iterdir():
+        if not _PERIODIC.fullmatch(entry.name):
+            continue
+        try:
+            real = entry.resolve(strict=True)
+            if real.is_file():
+                found[real] = max(found.get(real, 0), real.stat().st_mtime_ns)
+        except (OSError, RuntimeError):  # a dangling link, a loop, a file removed meanwhile
+            continue
+    return sorted(found, key=lambda p: (found[p], p.name), reverse=True)
+
+
+def find_resume_checkpoint(ckpt_dir: str | os.PathLike, kind: str) -> ResumePoint | None:
+    """The newest checkpoint of ``ckpt_dir`` that reads back as a ``kind`` (``"lightning"``/``"legacy"``) training
+    checkpoint, or None when the directory holds none at all. Raises ``CheckpointError`` when it holds checkpoints
+    but none this host can resume (all damaged, or the other host's run): training would write over them."""
+    skipped: dict[str, str] = {}
+    other: list[tuple[Path, str]] = []
+    for path in periodic_checkpoints(ckpt_dir):
+        try:
+            ckpt = read_training_checkpoint(path)
+        except CheckpointError as exc:
+            skipped[str(path)] = str(exc)
+            continue
+        if ckpt.kind != kind:
+            other.append((path, ckpt.kind))
+            continue
+        return ResumePoint(str(path), ckpt, skipped)
+    if other:
+        raise CheckpointError(_other_host(other[0][0], other[0][1], fresh=True))
+    if skipped:
+        first, reason = next(iter(skipped.items()))
+        raise CheckpointError(f"{ckpt_dir} holds {len(skipped)} checkpoint(s) of an earlier run and none reads back "
+                              f"(newest: {reason}); pass --fresh to start the run over, or --resume-from a good file.")
+    return None
+
+
+def _other_host(path: Any, kind: str, *, fresh: bool = False) -> str:
+    """The one-line refusal of a checkpoint the other host wrote."""
+    fresh_too = ", or pass --fresh to start over" if fresh else ""
+    if kind == "lightning":
+        return (f"{path} was written by Lightning; --host legacy resumes by itself only from the legacy loop's "
+                f"checkpoints (resume this run with --host lightning or --resume-from {path}{fresh_too}).")
+    return (f"{path} was written by the legacy loop; --host lightning resumes from a Lightning .ckpt (resume this "
+            f"run with --host legacy{fresh_too}).")
+
+
+def resume_line(path: Any, rl_state: dict[str, Any] | None) -> str:
+    """``resumed from FILE at cycle C, N env steps`` (C: cycles completed, i.e. the next cycle's index)."""
+    state = rl_state or {}
+    cycle = state.get("cycles_completed", "?")
+    steps = state.get("total_timesteps", "?")
+    return f"resumed from {path} at cycle {cycle}, {steps} env steps"
+
+
+def newer_checkpoint_than(path: Any, cycles_done: int | None) -> tuple[str, int] | None:
+    """A checkpoint in ``path``'s folder written after it and holding more completed cycles: ``(file, cycles)``."""
+    if is_url(path) or cycles_done is None:
+        return None
+    try:
+        resumed = Path(path).resolve(strict=True)
+        when = resumed.stat().st_mtime_ns
+    except (OSError, RuntimeError):
+        return None
+    folder = resumed.parent
+    candidates = []
+    for entry in folder.iterdir() if folder.is_dir() else []:
+        if not entry.name.endswith(".ckpt") or entry.name.startswith("."):
+            continue
+        try:
+            real = entry.resolve(strict=True)
+            if real != resumed and real.stat().st_mtime_ns > when:
+                candidates.append((real.stat().st_mtime_ns, real))
+        except (OSError, RuntimeError):
+            continue
+    for _, candidate in sorted(candidates, reverse=True):
+        try:
+            state = read_training_checkpoint(candidate).rl_state
+        except CheckpointError:
+            continue
+        done = int(state.get("cycles_completed", -1))
+        return (str(candidate), done) if done > cycles_done else None
+    return None
+
+
+def announce_resume(path: Any, rl_state: dict[str, Any] | None) -> None:
+    """Print the resume line (stdout), and a warning (stderr) when a newer checkpoint of the folder is further along."""
+    import sys
+
+    print(resume_line(path, rl_state), flush=True)
+    cycles = (rl_state or {}).get("cycles_completed")
+    newer = newer_checkpoint_than(path, int(cycles) if cycles is not None else None)
+    if newer is not None:
+        print(f"warning: {path} is behind the newest checkpoint on disk, {newer[0]} (cycle {newer[1]}); cycles "
+             f"{cycles} to {newer[1] - 1} are trained again and their checkpoint files written over", file=sys.stderr, flush=True)
+
+
+def check_resume_compatible(ckpt: TrainingCheckpoint, config: Any) -> None:
+    """Refuse, before anything is built, a checkpoint this config cannot continue: another environment or number
+    of environments (their state is per environment), or a policy of another shape. Each would fail deep inside
+    the restore, after logs exist."""
+    state = ckpt.rl_state or {}
+    held_env, held_n = state.get("env_id"), state.get("n_envs")
+    if (held_env is not None and held_env != config.env) or (held_n is not None and held_n != config.n_envs):
+        raise CheckpointError(f"{ckpt.path} was written with env={held_env!r} and n_envs={held_n}, this config has "
+                              f"env={config.env!r} and n_envs={config.n_envs}; resume with the config that wrote it, "
+                              f"or pass --fresh to start over.")
+    from .ppo import PPOCore
+
+    expected = {k: tuple(v.shape) for k, v in PPOCore(config).policy.state_dict().items()}
+    held = {k: tuple(v.shape) for k, v in ckpt.model.items()}
+    if held != expected:
+        diff = sorted(set(held) ^ set(expected)) or [k for k in sorted(held) if held[k] != expected[k]]
+        key = diff[0]
+        raise CheckpointError(f"{ckpt.path} holds a policy of another shape than this config's ({key}: checkpoint "
+                              f"{list(held.get(key, ())) or 'none'}, config {list(expected.get(key, ())) or 'none'}); "
+                              f"resume with the config that wrote it (env, obs_window, hidden_sizes).")
