@@ -39,8 +39,11 @@ speak it: build an ``RLEventBus(trainer, module)`` in ``on_train_start`` and emi
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
+import threading
 import warnings
 from collections.abc import Iterable, Mapping
 from copy import deepcopy
@@ -489,8 +492,29 @@ def fit(config: TrainConfig | Mapping[str, Any], callbacks: Iterable[pl.Callback
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_mapping(config)
     trainer = build_trainer(cfg, callbacks, **trainer_kwargs)
     module = PPOLightningModule(cfg)
-    trainer.fit(module, datamodule=RLDataModule(cfg), ckpt_path=ckpt_path)
+    with _interrupts_stay_interrupts():
+        trainer.fit(module, datamodule=RLDataModule(cfg), ckpt_path=ckpt_path)
     return trainer
+
+
+@contextlib.contextmanager
+def _interrupts_stay_interrupts():
+    """Lightning turns a ``KeyboardInterrupt`` (Ctrl-C, or one raised by a callback) into ``SystemExit(1)`` after its
+    graceful shutdown, and leaves SIGINT ignored for the rest of the process. Here the caller gets the
+    ``KeyboardInterrupt`` itself back (the same object, with the notes the legacy callback manager added) and the
+    SIGINT handler it had: a command line can then say "interrupted" and exit 130, a notebook stays interruptible."""
+    on_main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGINT) if on_main else None
+    try:
+        yield
+    except SystemExit as exc:
+        interrupt = exc.__context__
+        if exc.code == 1 and isinstance(interrupt, KeyboardInterrupt):
+            raise interrupt from None
+        raise
+    finally:
+        if on_main and previous is not None and signal.getsignal(signal.SIGINT) is not previous:
+            signal.signal(signal.SIGINT, previous)
 
 
 def _quiet_rl_warnings() -> None:
