@@ -163,3 +163,69 @@ def check_resume_compatible(ckpt: TrainingCheckpoint, config: Any) -> None:
         raise CheckpointError(f"{ckpt.path} holds a policy of another shape than this config's ({key}: checkpoint "
                               f"{list(held.get(key, ())) or 'none'}, config {list(expected.get(key, ())) or 'none'}); "
                               f"resume with the config that wrote it (env, obs_window, hidden_sizes).")
+
+
+def choose_resume_point(host: str, train: Any, trainer_options: dict[str, Any], callbacks: dict[str, Any], *,
+                        resume_from: str | None = None, fresh: bool = False) -> str | None:
+    """The checkpoint ``train`` continues from, checked before anything is built or written (``None``: start).
+
+    ``resume_from``: that file. Otherwise, unless ``fresh``: the newest valid checkpoint of ``checkpoint_dir``
+    (:func:`find_resume_checkpoint`), whatever ``last.ckpt`` says. With a continuous-training entry that callback
+    resumes by itself; its newest version is still checked here. Every checkpoint that would be resumed must suit
+    the config (:func:`check_resume_compatible`): a mismatch is a one-line refusal, not a failure inside ``fit``."""
+    from collections.abc import Mapping
+
+    from .config import ConfigError
+
+    kind = "lightning" if host == "lightning" else "legacy"
+    if resume_from:
+        if fresh:
+            raise ConfigError("--fresh and --resume-from exclude each other: give one.")
+        ckpt = read_training_checkpoint(resume_from)
+        if host == "lightning" and ckpt.kind != "lightning":
+            raise CheckpointError(_other_host(resume_from, ckpt.kind))
+        check_resume_compatible(ckpt, train)
+        return str(resume_from)
+    if fresh:
+        return None
+    explicit = trainer_options.get("ckpt_path") if host == "lightning" else None
+    if explicit is not None:
+        if isinstance(explicit, str) and os.path.isfile(explicit):
+            check_resume_compatible(read_training_checkpoint(explicit), train)
+        return None  # the trainer section names it; fit resumes from it
+    continuous = callbacks.get("continuous_training")
+    if "continuous_training" in callbacks and (not isinstance(continuous, Mapping)
+                                               or continuous.get("enabled", True) is not False):
+        newest = _newest_version(continuous if isinstance(continuous, Mapping) else {}, train)
+        if newest is not None:
+            check_resume_compatible(read_training_checkpoint(newest), train)
+        return None  # it resumes from its newest complete version by itself (under either host)
+    point = find_resume_checkpoint(train.checkpoint_dir, kind)
+    if point is None:
+        return None
+    import sys
+
+    for path, reason in point.skipped.items():
+        print(f"warning: skipped {path}, which does not read back ({reason})", file=sys.stderr)
+    ckpt = point.checkpoint
+    planned = trainer_options.get("max_epochs", train.cycles) if host == "lightning" else train.cycles
+    if planned is not None and ckpt.run_cycles_done >= planned:
+        print(f"{point.path}: the run already did {ckpt.run_cycles_done} of {planned} cycles; nothing to train "
+              f"(--fresh starts over)")
+    check_resume_compatible(ckpt, train)
+    return point.path
+
+
+def _newest_version(options: Any, train: Any) -> str | None:
+    """The newest continuous-training version (``last.ckpt`` or ``version_N.ckpt``) of its folder, local only."""
+    folder = options.get("checkpoint_dir") or os.path.join(os.fspath(train.checkpoint_dir), "versions")
+    if is_url(folder) or not os.path.isdir(folder):
+        return None
+    found = []
+    for name in os.listdir(folder):
+        if re.fullmatch(r"(version_\d+|last)\.ckpt", name):
+            try:
+                found.append((os.stat(os.path.join(folder, name)).st_mtime_ns, os.path.join(folder, name)))
+            except OSError:
+                continue
+    return max(found)[1] if found else None
