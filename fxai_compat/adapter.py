@@ -44,6 +44,7 @@ from .events import (CHECKPOINT_IO_SOURCE, EVENT_MAP, LIGHTNING_SOURCE, RL_SOURC
 from .legacy_host import callback_state_keys
 from .lightning_host import LOGGED_METRICS, RL_HOOKS, NotifyingCheckpointIO
 from .ppo import RL_EVENTS
+from .resume import announce_resume
 
 __all__ = ["LegacyCallbackAdapter", "LightningTrainerView", "wrap", "SUPPORTED_HOOKS", "AdapterConfigError"]
 
@@ -259,6 +260,8 @@ def _restore_training_state(trainer: "pl.Trainer", module: "pl.LightningModule",
             if by_rank is not None and len(by_rank) == trainer.world_size:
                 state = by_rank[trainer.global_rank]
         core.load_state_dict(state)
+    if trainer.is_global_zero:
+        announce_resume(path, ckpt.rl_state)  # a legacy callback's load (continuous training) says where, too
 
 
 class LegacyCallbackAdapter(Callback):

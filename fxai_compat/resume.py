@@ -147,12 +147,6 @@ def check_resume_compatible(ckpt: TrainingCheckpoint, config: Any) -> None:
     """Refuse, before anything is built, a checkpoint this config cannot continue: another environment or number
     of environments (their state is per environment), or a policy of another shape. Each would fail deep inside
     the restore, after logs exist."""
-    state = ckpt.rl_state or {}
-    held_env, held_n = state.get("env_id"), state.get("n_envs")
-    if (held_env is not None and held_env != config.env) or (held_n is not None and held_n != config.n_envs):
-        raise CheckpointError(f"{ckpt.path} was written with env={held_env!r} and n_envs={held_n}, this config has "
-                              f"env={config.env!r} and n_envs={config.n_envs}; resume with the config that wrote it, "
-                              f"or pass --fresh to start over.")
     from .ppo import PPOCore
 
     expected = {k: tuple(v.shape) for k, v in PPOCore(config).policy.state_dict().items()}
@@ -163,6 +157,11 @@ def check_resume_compatible(ckpt: TrainingCheckpoint, config: Any) -> None:
         raise CheckpointError(f"{ckpt.path} holds a policy of another shape than this config's ({key}: checkpoint "
                               f"{list(held.get(key, ())) or 'none'}, config {list(expected.get(key, ())) or 'none'}); "
                               f"resume with the config that wrote it (env, obs_window, hidden_sizes).")
+    state = ckpt.rl_state or {}
+    held_env, held_n = state.get("env_id"), state.get("n_envs")
+    if (held_env is not None and held_env != config.env) or (held_n is not None and held_n != config.n_envs):
+        raise CheckpointError(f"{ckpt.path} was written with env={held_env!r} and n_envs={held_n}, this config has "
+                              f"env={config.env!r} and n_envs={config.n_envs}; resume with the config that wrote it.")
 
 
 def choose_resume_point(host: str, train: Any, trainer_options: dict[str, Any], callbacks: dict[str, Any], *,
