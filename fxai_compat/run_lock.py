@@ -3,9 +3,9 @@
 Two ``train`` processes on one ``checkpoint_dir`` would both write ``cycle-*.ckpt`` and ``last.ckpt``
 and resume from each other's files. The first takes ``<checkpoint_dir>/.fxai-run.lock``: an
 exclusive ``fcntl.flock`` on the open file (released by the kernel when the process ends, however it
-ends) with the holder's pid, host and start time written in it. A second process finds the lock held
-and is refused, naming the holder. A lock file left by a killed process is no longer held (the kernel
-dropped it with the process): the next run takes it over and says whose it was.
+ends) with the holder's pid, host and start time written in it; a run that ends removes it. A second
+process finds the lock held and is refused, naming the holder. A lock file left by a killed process is no
+longer held (the kernel dropped it with the process): the next run takes it over and says whose it was.
 
 Under DDP the processes Lightning starts for ranks > 0 run the same command again; they belong to the
 run that holds the lock (``LOCAL_RANK``/``RANK`` set and non-zero) and do not take it. A checkpoint
@@ -43,6 +43,7 @@ class RunLock:
         self.path = os.path.join(self.directory, LOCK_NAME)
         self.message: str | None = None
         self._fd: int | None = None
+        self._created: list[Path] = []
 
     @property
     def applies(self) -> bool:
@@ -53,19 +54,32 @@ class RunLock:
 
         if not self.applies or self._fd is not None:
             return self
+        missing, folder = [], Path(self.directory).absolute()
+        while not folder.exists() and folder.parent != folder:
+            missing.append(folder)
+            folder = folder.parent
         Path(self.directory).mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = _read(fd)
+        self._created = missing  # removed again at release if still empty: a run refused later leaves nothing
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _read(fd)
+                os.close(fd)
+                raise RunDirectoryLocked(
+                    f"checkpoint_dir {self.directory} is in use by another training run ({_describe(holder)}); "
+                    f"wait for it to finish, stop it, or give this run another checkpoint_dir.") from None
+            except OSError:
+                os.close(fd)  # a filesystem without flock (some network mounts): run unlocked rather than not at all
+                return self
+            # The holder removes the file as it ends: a lock taken on the removed file is no lock; open it again.
+            try:
+                if os.stat(self.path).st_ino == os.fstat(fd).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
             os.close(fd)
-            raise RunDirectoryLocked(
-                f"checkpoint_dir {self.directory} is in use by another training run ({_describe(holder)}); "
-                f"wait for it to finish, stop it, or give this run another checkpoint_dir.") from None
-        except OSError:
-            os.close(fd)  # a filesystem without flock (some network mounts): run unlocked rather than not at all
-            return self
         previous = _read(fd)
         if previous.get("pid") and previous.get("pid") != str(os.getpid()):
             self.message = (f"{self.directory}: took over the lock of {_describe(previous)}, which is no longer "
@@ -81,9 +95,16 @@ class RunLock:
         if fd is None:
             return
         try:
-            os.ftruncate(fd, 0)  # an empty file: the next run has nothing to call stale
+            os.unlink(self.path)  # removed while still held: a normal end leaves nothing behind
+        except OSError:
+            pass
         finally:
             os.close(fd)  # closing drops the flock
+        for folder in self._created:
+            try:
+                folder.rmdir()
+            except OSError:
+                break
 
     def __enter__(self) -> "RunLock":
         return self.acquire()

@@ -137,6 +137,7 @@ def test_a_second_run_on_the_same_checkpoint_dir_is_refused_and_a_stale_lock_tak
     out = capsys.readouterr().out
     assert f"took over the lock of pid {holder.pid}" in out, out
     assert "trained 1 cycles in all" in out
+    assert not (ckpt / ".fxai-run.lock").exists()  # a run that ends removes its lock
 
 
 # --------------------------------------------------------------------------- interrupts
