@@ -155,8 +155,9 @@ def _train_lightning(run: RunConfig, impl: list[str], shadow_strict: bool, run_d
                                   f"continuous_training entry: it plans them from the newest version (set train.cycles).")
             trainer = continue_training(run.train, built.callbacks, logger=loggers or False, **options)
         else:
-            trainer = fit(run.train, built.callbacks, logger=loggers or False,
-                          **({"ckpt_path": ckpt_path} if ckpt_path else {}), **options)
+            if ckpt_path:  # the point chosen up front (it may stand for the trainer section's ckpt_path: last)
+                options["ckpt_path"] = ckpt_path
+            trainer = fit(run.train, built.callbacks, logger=loggers or False, **options)
         for callback in built.native.values():
             if callable(getattr(callback, "check_pruned", None)):
                 callback.check_pruned()

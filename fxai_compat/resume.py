@@ -188,10 +188,12 @@ def choose_resume_point(host: str, train: Any, trainer_options: dict[str, Any], 
     if fresh:
         return None
     explicit = trainer_options.get("ckpt_path") if host == "lightning" else None
-    if explicit is not None:
+    if explicit is not None and explicit != "last":
         if isinstance(explicit, str) and os.path.isfile(explicit):
             check_resume_compatible(read_training_checkpoint(explicit), train)
         return None  # the trainer section names it; fit resumes from it
+    # ckpt_path: last is Lightning's "newest last*.ckpt, else start from scratch with a warning": with the link
+    # missing that is the silent restart this function exists to prevent, so it means the point found here.
     continuous = callbacks.get("continuous_training")
     if "continuous_training" in callbacks and (not isinstance(continuous, Mapping)
                                                or continuous.get("enabled", True) is not False):
