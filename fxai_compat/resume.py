@@ -39,11 +39,14 @@ class ResumePoint:
     skipped: dict[str, str]
 
 
-def periodic_checkpoints(ckpt_dir: str | os.PathLike) -> list[Path]:
+def periodic_checkpoints(ckpt_dir: str | os.PathLike) -> list[Any]:
     """``cycle-NNNN.ckpt`` files and the target of a live ``last.ckpt`` link, newest written first (temp files of an
-    interrupted write carry other names and are never listed)."""
+    interrupted write carry other names and are never listed). A URL folder is listed through fsspec (its
+    ``last.ckpt`` is a copy, listed as a file of its own)."""
+    if is_url(ckpt_dir):
+        return _remote_checkpoints(os.fspath(ckpt_dir))
     directory = Path(ckpt_dir)
-    if is_url(directory) or not directory.is_dir():
+    if not directory.is_dir():
         return []
     found: dict[Path, float] = {}
     for entry in directory.iterdir():
@@ -56,6 +59,23 @@ def periodic_checkpoints(ckpt_dir: str | os.PathLike) -> list[Path]:
         except (OSError, RuntimeError):  # a dangling link, a loop, a file removed meanwhile
             continue
     return sorted(found, key=lambda p: (found[p], p.name), reverse=True)
+
+
+def _remote_checkpoints(url: str) -> list[str]:
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(url)
+    try:
+        listing = fs.ls(root, detail=True) if fs.isdir(root) else []
+    except (OSError, ValueError):
+        return []
+    found = []
+    for info in listing:
+        name = info["name"].rstrip("/").rsplit("/", 1)[-1]
+        if info.get("type") == "file" and _PERIODIC.fullmatch(name):
+            when = info.get("mtime") or info.get("created") or info.get("LastModified") or 0
+            found.append((when.timestamp() if hasattr(when, "timestamp") else float(when), name))
+    return [f"{url.rstrip('/')}/{name}" for _, name in sorted(found, reverse=True)]
 
 
 def find_resume_checkpoint(ckpt_dir: str | os.PathLike, kind: str) -> ResumePoint | None:

@@ -25,6 +25,7 @@ from fxai_compat.adapter import LegacyCallbackAdapter
 from fxai_compat.checkpoints import read_training_checkpoint
 from fxai_compat.cli import main
 from fxai_compat.lightning_host import NotifyingCheckpointIO, RLModelCheckpoint
+from fxai_compat.resume import find_resume_checkpoint
 
 SCRIPTS = Path(__file__).parent / "scripts"
 pytestmark = pytest.mark.filterwarnings("ignore:The dirpath has changed:UserWarning")
@@ -205,6 +206,9 @@ def test_checkpoints_resume_and_continuous_training_on_fsspec_memory(tmp_path, m
     trainer = fit(cfg.replace(cycles=3), ckpt_path=f"{root}/run/ckpt/last.ckpt", logger=False)
     assert trainer.lightning_module.core.cycles_completed == 3
     assert f"resumed from {root}/run/ckpt/last.ckpt at cycle 2" in capsys.readouterr().out
+    fsspec.filesystem("memory").rm(f"{root}/run/ckpt/last.ckpt".split("://", 1)[1])  # the newest file still is found
+    point = find_resume_checkpoint(f"{root}/run/ckpt", "lightning")
+    assert point.path == f"{root}/run/ckpt/cycle-0002.ckpt" and point.checkpoint.rl_state["cycles_completed"] == 3
 
     native = cfg.replace(checkpoint_dir=f"{root}/native/ckpt")
     for _ in range(2):
