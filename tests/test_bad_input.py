@@ -115,3 +115,12 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path, capsys, good
 
 def _tree(root: Path) -> list[str]:
     return [str(p.relative_to(root)) for p in root.rglob("*")]
+
+
+def test_the_trainer_options_docstring_examples_run():
+    import doctest
+
+    import fxai_compat.trainer_options as module
+
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
