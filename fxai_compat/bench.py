@@ -47,7 +47,7 @@ _DEMO = Path(__file__).resolve().parent.parent / "examples" / "demo.yaml"
 
 def _demo():
     """The demo run config, ``examples/demo.yaml`` of the source tree (the benchmark measures its work)."""
-    from .cli import load_run_config
+    from .runfile import load_run_config
 
     if not _DEMO.exists():
         raise FileNotFoundError(f"The benchmark runs the demo config {_DEMO}, which is not there: run it from a "
@@ -397,7 +397,7 @@ def learning_check(config_path: str = "examples/cartpole.yaml", log: Callable[[s
     from legacy_callbacks import BaseCallback
 
     from .adapter import LegacyCallbackAdapter
-    from .cli import load_run_config
+    from .runfile import load_run_config
     from .legacy_host import LegacyTrainer
     from .lightning_host import fit
 

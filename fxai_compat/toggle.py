@@ -381,7 +381,7 @@ def _prepare_optuna(options: dict[str, Any], ctx: BuildContext) -> dict[str, Any
         return options
     # The tune command's opener: optuna.create_study(storage="journal:///...") fails with a sqlalchemy
     # NoSuchModuleError traceback, and an unreachable RDB URL must be a one-line error without its password.
-    from .cli import open_study
+    from .studies import open_study
 
     study = open_study(study_keys.get("storage"), study_keys.get("study_name", "fxai"),
                        direction=study_keys.get("direction", "maximize"), heartbeat=False)  # ask/tell: no beats

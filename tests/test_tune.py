@@ -19,7 +19,7 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
-import fxai_compat.cli as cli
+import fxai_compat.tune as tune_module
 from conftest import stop_processes
 from fxai_compat.cli import main
 
@@ -63,8 +63,8 @@ def test_single_worker_runs_the_trials_and_resumes(tmp_path, capsys):
     trials = trials_of(storage())
     assert [t.number for t in trials] == [0, 1] and all(t.state == TrialState.COMPLETE for t in trials)
     for t in trials:
-        assert set(t.params) == set(cli._TUNED)
-        assert all(low <= t.params[k] <= high for k, (low, high, _) in cli._TUNED.items())
+        assert set(t.params) == set(tune_module._TUNED)
+        assert all(low <= t.params[k] <= high for k, (low, high, _) in tune_module._TUNED.items())
         assert sorted(t.intermediate_values) == [0, 1, 2]  # reported every cycle by the native port
         # Each trial has its own directories: the checkpoint callback's best models do not overwrite each other.
         trial_dir = tmp_path / "run" / "tune" / "s" / f"trial-{t.number:04d}"
@@ -138,8 +138,8 @@ def test_two_workers_share_one_storage(tmp_path, kind):
     finished = [t for t in trials if t.state in FINISHED]
     assert len(finished) == 4, [(t.number, t.state.name) for t in trials]  # the requested trials, no more
     # Anything else is a trial two workers asked for at the same moment, recorded as surplus and not run.
-    assert all(t.user_attrs.get(cli._SURPLUS_ATTR) and not t.params for t in trials if t.state not in FINISHED)
-    assert {t.user_attrs[cli._WORKER_ATTR].rpartition(":")[2] for t in finished} <= {str(w.pid) for w in workers}
+    assert all(t.user_attrs.get(tune_module._SURPLUS_ATTR) and not t.params for t in trials if t.state not in FINISHED)
+    assert {t.user_attrs[tune_module._WORKER_ATTR].rpartition(":")[2] for t in finished} <= {str(w.pid) for w in workers}
     assert len({t.params["lr"] for t in finished}) == 4  # four different trials, not one run twice
 
 
@@ -150,7 +150,7 @@ def test_live_and_dead_workers_trials_are_told_apart(tmp_path, capsys):
     url, storage = journal(tmp_path)
     study = optuna.create_study(study_name="s", storage=storage(), direction="maximize")
     live = study.ask()
-    live.set_user_attr(cli._WORKER_ATTR, f"{socket.gethostname()}:{os.getpid()}")
+    live.set_user_attr(tune_module._WORKER_ATTR, f"{socket.gethostname()}:{os.getpid()}")
     assert tune(config, url, 1) == 0
     assert "0 finished trials" in capsys.readouterr().out and len(trials_of(storage())) == 1
     assert tune(config, url, 2) == 0  # one more, alongside the live one
@@ -160,7 +160,7 @@ def test_live_and_dead_workers_trials_are_told_apart(tmp_path, capsys):
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
     dead = study.ask()
-    dead.set_user_attr(cli._WORKER_ATTR, f"{socket.gethostname()}:{gone.pid}")
+    dead.set_user_attr(tune_module._WORKER_ATTR, f"{socket.gethostname()}:{gone.pid}")
     assert tune(config, url, 3) == 0
     assert [t.state for t in trials_of(storage())] == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.FAIL,
                                                        TrialState.COMPLETE]
@@ -222,9 +222,9 @@ def test_a_worker_killed_mid_trial_on_sqlite_leaves_a_failed_trial_that_is_retri
         stop_processes(killed.values())
     for where, victim in victims.items():
         assert victim.state == TrialState.RUNNING and len(victim.intermediate_values) < 8, "the kill was not mid-trial"
-        assert victim.user_attrs[cli._WORKER_ATTR] == f"{socket.gethostname()}:{killed[where].pid}"
+        assert victim.user_attrs[tune_module._WORKER_ATTR] == f"{socket.gethostname()}:{killed[where].pid}"
     there, victim = storages["there"], victims["there"]
-    there.set_trial_user_attr(victim._trial_id, cli._WORKER_ATTR, "elsewhere:1")
+    there.set_trial_user_attr(victim._trial_id, tune_module._WORKER_ATTR, "elsewhere:1")
     with pytest.warns(optuna.exceptions.ExperimentalWarning):
         checker = optuna.storages.RDBStorage(urls["there"], heartbeat_interval=1, grace_period=2)
     study_id = there.get_study_id_from_name("s")
@@ -255,7 +255,7 @@ def test_a_worker_killed_mid_trial_on_sqlite_leaves_a_failed_trial_that_is_retri
         retry = retries[0]
         assert retry.state in FINISHED and retry.params == victim.params  # the same trial, run to its end
         # run and labelled by the new worker, not by the dead one
-        assert retry.user_attrs[cli._WORKER_ATTR] == f"{socket.gethostname()}:{again[where].pid}"
+        assert retry.user_attrs[tune_module._WORKER_ATTR] == f"{socket.gethostname()}:{again[where].pid}"
         assert [t.number for t in trials if t.state in FINISHED] == [0, retry.number]
         assert trials[0].params != victim.params and study.best_trial.number in (0, retry.number)
 
@@ -282,8 +282,8 @@ def test_a_trial_asked_in_a_race_is_surplus_not_run(tmp_path, monkeypatch, capsy
     url, storage = journal(tmp_path)
     study = optuna.create_study(study_name="s", storage=storage(), direction="maximize")
     other = study.ask()  # the other worker's trial, just asked
-    other.set_user_attr(cli._WORKER_ATTR, f"{socket.gethostname()}:{os.getpid()}")
-    real, raced = cli._census, []
+    other.set_user_attr(tune_module._WORKER_ATTR, f"{socket.gethostname()}:{os.getpid()}")
+    real, raced = tune_module._census, []
 
     def census(study, before=None):
         if before is None and not raced:  # this worker counted before the other one asked
@@ -291,11 +291,11 @@ def test_a_trial_asked_in_a_race_is_surplus_not_run(tmp_path, monkeypatch, capsy
             return 0, 0
         return real(study, before)
 
-    monkeypatch.setattr(cli, "_census", census)
+    monkeypatch.setattr(tune_module, "_census", census)
     assert tune(config, url, 1) == 0
     trials = trials_of(storage())
     assert [t.state for t in trials] == [TrialState.RUNNING, TrialState.FAIL]
-    assert trials[1].user_attrs[cli._SURPLUS_ATTR] is True and trials[1].params == {}
+    assert trials[1].user_attrs[tune_module._SURPLUS_ATTR] is True and trials[1].params == {}
     assert not (tmp_path / "run" / "tune" / "s" / "trial-0001").exists()
 
 

@@ -501,7 +501,7 @@ def _default_train_overrides() -> list[str]:
 def _cmd_parity(args: argparse.Namespace) -> int:
     import os
 
-    from ..cli import load_run_config
+    from ..runfile import load_run_config
 
     overrides = list(args.set) if args.config else _default_train_overrides() + list(args.set)
     run = load_run_config(args.config, overrides)

@@ -1,4 +1,5 @@
-"""``LegacyCallbackAdapter``: runs an unchanged legacy FxAI callback inside a Lightning ``Trainer``.
+"""``LegacyCallbackAdapter``: runs an unchanged legacy FxAI callback inside a Lightning ``Trainer`` (routing and
+dispatch; the trainer view, the DDP machinery and plain-module support live in the sibling modules).
 
 The adapter is a ``pytorch_lightning.Callback``. It translates Lightning's hooks and the RL event
 protocol into the 16 legacy events according to :data:`~fxai_compat.events.EVENT_MAP`, hands the
@@ -23,35 +24,26 @@ with ``ranks="all"``), while a rank without legacy callbacks returns normally. N
 
 from __future__ import annotations
 
-import logging
 import math
-import os
-import pickle
 from collections.abc import Iterable, Mapping
-from types import MappingProxyType
 from typing import Any
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback
 
-from legacy_callbacks import ON_ERROR_POLICIES, CallbackManager, TrainingContext
+from legacy_callbacks import ON_ERROR_POLICIES, CallbackManager
 from legacy_callbacks.base import EVENTS
-from legacy_callbacks.callback_manager import _is_control_flow
 
-from . import lightning_host
-from .checkpoints import load_weights_only, read_training_checkpoint
-from .events import (CHECKPOINT_IO_SOURCE, EVENT_MAP, LIGHTNING_SOURCE, RL_SOURCE, EventRoute, route_for)
-from .legacy_host import callback_state_keys
-from .lightning_host import LOGGED_METRICS, RL_HOOKS, NotifyingCheckpointIO
-from .ppo import RL_EVENTS
-from .resume import announce_resume
+from ..events import CHECKPOINT_IO_SOURCE, EVENT_MAP, LIGHTNING_SOURCE, RL_SOURCE, EventRoute, route_for
+from ..legacy_host import callback_state_keys
+from ..lightning_host import LOGGED_METRICS, RL_HOOKS, NotifyingCheckpointIO
+from ..ppo import RL_EVENTS
+from .ddp import _BATCHED_UNDER_DDP, _DDPSupport, _reset_end
+from .plain_module import _PlainModuleSupport
+from .shared import _AdapterBase, _adapters_of, _fresh, _shared_state, _SharedRunState
+from .trainer_view import LightningTrainerView, _restore_training_state
 
-__all__ = ["LegacyCallbackAdapter", "LightningTrainerView", "wrap", "SUPPORTED_HOOKS", "AdapterConfigError"]
-
-log = logging.getLogger("fxai_compat.adapter")
-
-#: Checkpoint key of every rank's RL state in a DDP checkpoint (None with a host that writes none).
-RL_RANK_STATES_KEY = getattr(lightning_host, "RL_RANK_STATES_KEY", None)
+__all__ = ["LegacyCallbackAdapter", "wrap", "SUPPORTED_HOOKS", "AdapterConfigError"]
 
 #: Lightning hooks an event may be routed to with ``mapping=`` (plus the RL events and the checkpoint IO).
 SUPPORTED_HOOKS = ("on_train_start", "on_train_end", "on_train_epoch_start", "on_train_epoch_end",
@@ -100,171 +92,12 @@ def _nan_if_missing(metrics: Mapping[str, Any], name: str) -> Any:
     return value.item() if hasattr(value, "item") else value
 
 
-class _SharedRunState:
-    """What the legacy loop has once per trainer and every callback sees: the context and the stop flag."""
-
-    def __init__(self) -> None:
-        self.context = TrainingContext()
-        self.stop = False
-        #: (event, adapter position) of a stop returned (``False``) during the event now being dispatched.
-        #: The legacy manager sets stop_training only after every callback has had the event, so it
-        #: becomes ``stop`` when that event's dispatch over all adapters is over (see ``_fire``).
-        self.returned_stop: tuple[str, int] | None = None
-        #: Optimizer state loaded by ``load_checkpoint`` before Lightning created the optimizers (at setup).
-        self.pending_optimizer_state: dict[str, Any] | None = None
-        #: Under DDP: True while on_training_start runs, and the files rank 0 loaded then (every rank loads them).
-        self.starting = False
-        self.loaded_at_start: list[str] = []
-        #: Under DDP: the control-flow exception (``optuna.TrialPruned`` ...) a legacy callback raised on this
-        #: rank, held until every rank has agreed to stop (see ``LegacyCallbackAdapter._defer``).
-        self.deferred: BaseException | None = None
-        #: Under DDP: True once the ranks have agreed that a deferred exception ends the run; then what this
-        #: rank raises at the end of fit (its own exception, a copy of another rank's, or None).
-        self.ended = False
-        self.to_raise: BaseException | None = None
-        #: > 0 while a legacy callback's trainer.load_checkpoint / save_checkpoint notifies the adapters
-        #: (an exception there belongs to the calling callback's event, which defers it).
-        self.nested = 0
-
-    def stop_requested(self) -> bool:
-        return self.stop or self.returned_stop is not None
+_MISSING = object()
+#: Hooks that run inside a training batch (error notes name the batch index there).
+_BATCH_HOOKS = ("training_step", "on_train_batch_start", "on_train_batch_end", "on_before_optimizer_step")
 
 
-def _shared_state(trainer: "pl.Trainer") -> _SharedRunState:
-    state = getattr(trainer, "_fxai_shared", None)
-    if state is None:
-        state = trainer._fxai_shared = _SharedRunState()
-    return state
-
-
-def _adapters_of(trainer: "pl.Trainer") -> list["LegacyCallbackAdapter"]:
-    return [cb for cb in trainer.callbacks if isinstance(cb, LegacyCallbackAdapter)]
-
-
-class LightningTrainerView:
-    """The legacy trainer surface (contract section 2) over a Lightning trainer and module."""
-
-    def __init__(self, adapter: "LegacyCallbackAdapter", trainer: "pl.Trainer", pl_module: "pl.LightningModule"):
-        self._adapter, self._trainer, self._module = adapter, trainer, pl_module
-        config = getattr(pl_module, "config", None)
-        as_dict = config.to_dict() if hasattr(config, "to_dict") else dict(getattr(pl_module, "hparams", {}) or {})
-        self._config = MappingProxyType(as_dict)
-        # One context and one stop flag per trainer, shared by every adapter, as the legacy loop has one
-        # trainer for all callbacks: a stop set by one callback is visible to (and cancellable by) the others.
-        self._shared = adapter._shared_for(trainer)
-        self.context = self._shared.context
-
-    @property
-    def lightning_trainer(self) -> "pl.Trainer":
-        return self._trainer
-
-    @property
-    def model(self):
-        return getattr(self._module, "policy", self._module)
-
-    @property
-    def config(self) -> Mapping[str, Any]:
-        return self._config
-
-    def _counter(self, index: int, name: str, fallback: str) -> int:
-        counters = self._adapter._ddp_counters  # all ranks together, under DDP (see _deliver_gathered)
-        if counters is not None:
-            return counters[index]
-        core = getattr(self._module, "core", None)
-        return getattr(core, name) if core is not None else getattr(self._adapter, fallback)
-
-    @property
-    def total_timesteps(self) -> int:
-        return self._counter(0, "total_timesteps", "_fallback_steps")
-
-    @property
-    def num_episodes(self) -> int:
-        return self._counter(1, "num_episodes", "_fallback_episodes")
-
-    @property
-    def cycle(self) -> int:
-        core = getattr(self._module, "core", None)
-        return core.cycle if core is not None else self._trainer.current_epoch
-
-    @property
-    def stop_training(self) -> bool:
-        return self._shared.stop
-
-    @stop_training.setter
-    def stop_training(self, value: bool) -> None:
-        self._shared.stop = bool(value)
-
-    def save_checkpoint(self, path: str | os.PathLike) -> str:
-        """Write a full Lightning checkpoint to ``path`` (fires ``on_checkpoint_saved`` once it is on disk).
-
-        Written directly by this process (no barrier), so it is safe from a rank-0-only callback.
-        """
-        trainer = self._trainer
-        checkpoint = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)
-        shared = _shared_state(trainer)
-        shared.nested += 1
-        try:
-            NotifyingCheckpointIO.of(trainer).save_checkpoint(checkpoint, str(path))
-        finally:
-            shared.nested -= 1
-        return str(path)
-
-    def load_checkpoint(self, path: str | os.PathLike) -> None:
-        """Restore model, optimizer, counters and RNG/environment state, then fire ``on_checkpoint_loaded``.
-
-        Accepts checkpoints of either host. Training then continues from the loaded state. Under several
-        processes, a callback running on rank 0 only may load only in ``on_training_start``: every rank
-        then loads the same file (a load on one rank alone would leave the ranks' models different).
-        """
-        trainer = self._trainer
-        if trainer.world_size > 1 and not self._adapter._active_on_every_rank():
-            if not self._shared.starting:
-                raise RuntimeError(
-                    f"trainer.load_checkpoint({str(path)!r}) was called during {self._adapter._hook} by a legacy "
-                    f"callback that runs on rank 0 only (ranks='zero') of {trainer.world_size} processes; the other "
-                    f"ranks would keep their models. Under DDP, load checkpoints in on_training_start (every rank "
-                    f"then loads the same file), or resume with fit(..., ckpt_path=...).")
-            self._shared.loaded_at_start.append(str(path))
-        _restore_training_state(trainer, self._module, str(path))
-        # Every legacy callback of the trainer hears about it (the legacy trainer fires to all of them),
-        # not only those wrapped by the adapter whose callback called load_checkpoint.
-        shared = _shared_state(trainer)
-        shared.nested += 1
-        try:
-            for adapter in _adapters_of(self._trainer):
-                if adapter._trainer is self._trainer:
-                    adapter._fire("on_checkpoint_loaded", "load_checkpoint", checkpoint_path=str(path))
-        finally:
-            shared.nested -= 1
-
-    def __repr__(self) -> str:
-        return f"<LightningTrainerView cycle={self.cycle} total_timesteps={self.total_timesteps}>"
-
-
-def _restore_training_state(trainer: "pl.Trainer", module: "pl.LightningModule", path: str) -> None:
-    """Model, optimizer and RL state (this rank's, when a DDP checkpoint holds one per rank) from ``path``."""
-    ckpt = read_training_checkpoint(path)
-    getattr(module, "policy", module).load_state_dict(ckpt.model)
-    if ckpt.optimizer is not None:
-        if trainer.optimizers:
-            trainer.optimizers[0].load_state_dict(ckpt.optimizer)
-        else:
-            # Called from on_training_start, which fires at setup, before Lightning creates the
-            # optimizers: the adapter applies this state at on_fit_start (before a resume's restore).
-            _shared_state(trainer).pending_optimizer_state = ckpt.optimizer
-    core = getattr(module, "core", None)
-    if core is not None:
-        state = ckpt.rl_state
-        if trainer.world_size > 1 and trainer.global_rank > 0:
-            by_rank = load_weights_only(path).get(RL_RANK_STATES_KEY) if RL_RANK_STATES_KEY else None
-            if by_rank is not None and len(by_rank) == trainer.world_size:
-                state = by_rank[trainer.global_rank]
-        core.load_state_dict(state)
-    if trainer.is_global_zero:
-        announce_resume(path, ckpt.rl_state)  # a legacy callback's load (continuous training) says where, too
-
-
-class LegacyCallbackAdapter(Callback):
+class LegacyCallbackAdapter(_AdapterBase, _DDPSupport, _PlainModuleSupport, Callback):
     """Wrap a legacy callback (or a whole ``CallbackManager``) so it runs unchanged under Lightning.
 
     Args:
@@ -538,158 +371,6 @@ class LegacyCallbackAdapter(Callback):
 
         return fast_handler
 
-    # -- control-flow exceptions under DDP ---------------------------------------------------------
-    # A legacy callback that raises optuna.TrialPruned (or another exception the legacy manager always lets
-    # through, see legacy_callbacks.callback_manager._is_control_flow) ends the run. In one process the
-    # adapter lets it propagate at once, as the legacy loop does. Under DDP that would leave the other ranks
-    # waiting in the next collective (gradient all-reduce, gather, the epoch-end stop decision) until the
-    # collective timeout: they cannot know. So there the exception is held: the rank's legacy callbacks get
-    # no further events, training goes on in step with the other ranks to the end of the cycle, where the
-    # epoch-end decision (one collective, as before) carries "an exception is pending" too; every rank then
-    # stops (should_stop), and each finishes fit normally up to its last teardown hook, where the exception is
-    # raised out of fit: on the rank(s) that raised it, and on every other rank that runs legacy callbacks (rank 0,
-    # and all ranks with ranks="all") as a copy; a rank without legacy callbacks returns normally. A
-    # KeyboardInterrupt is never held (a Ctrl+C reaches every rank by itself); other exceptions are not
-    # control flow and propagate at once (Lightning's process observer ends the other ranks).
-    def _defers(self, exc: BaseException) -> bool:
-        trainer = self._trainer
-        return (self.steers_training and trainer is not None and trainer.world_size > 1
-                and _is_control_flow(exc) and not isinstance(exc, KeyboardInterrupt)
-                and not _shared_state(trainer).nested)
-
-    def _defer(self, exc: BaseException) -> None:
-        trainer = self._trainer
-        state = _shared_state(trainer)
-        if state.deferred is None:
-            core = getattr(trainer.lightning_module, "core", None)
-            cycle = core.cycle if core is not None else trainer.current_epoch
-            exc.add_note(f"Under DDP ({trainer.world_size} processes) it was held on rank {trainer.global_rank} from "
-                         f"cycle {cycle} until every rank had stopped with it, then raised at the end of fit.")
-            state.deferred = exc
-        for adapter in _adapters_of(trainer):  # like the legacy loop after a raise: no further events
-            if adapter.steers_training:
-                adapter._active = False
-
-    def _sync_end(self, trainer: "pl.Trainer", stop: bool) -> bool:
-        """DDP: every rank's stop request and held exception, in one collective; True if any rank asks to stop.
-
-        Called from the last steering adapter at every epoch end and at the teardown of fit: the same
-        points on every rank. When an exception is held somewhere, the ranks exchange them (once).
-        """
-        import torch
-        import torch.distributed as dist
-
-        state = _shared_state(trainer)
-        flags = torch.tensor([int(stop), int(state.deferred is not None)], device=trainer.strategy.root_device)
-        flags = trainer.strategy.reduce(flags, reduce_op="sum")
-        if int(flags[1]) and not state.ended:
-            state.ended = True
-            gathered: list[Any] = [None] * trainer.world_size
-            dist.all_gather_object(gathered, _portable(state.deferred))
-            rank = trainer.global_rank
-            hosts = any(a.steers_training and (a.ranks == "all" or rank == 0) for a in _adapters_of(trainer))
-            for adapter in _adapters_of(trainer):
-                if adapter.steers_training:
-                    adapter._active = False
-            source = next(r for r, item in enumerate(gathered) if item is not None)
-            if state.deferred is not None:
-                state.to_raise = state.deferred
-            elif hosts:
-                state.to_raise = _restore(gathered[source], source, trainer.world_size)
-            else:
-                log.info("[rank %d] %s held on rank %d ends the run on every rank; this rank runs no legacy "
-                         "callbacks, so its fit returns normally.", rank, gathered[source][1], source)
-        return bool(flags[0]) or bool(flags[1])
-
-    # -- distributed delivery --------------------------------------------------------------------
-    def _buffer_rl(self, rl_event: str, payload: Any, events: list[str]) -> None:
-        if rl_event == "rollout_end":
-            self._deliver_gathered(payload, events)
-            return
-        # Key each event by the vector step it belongs to (the core counts a step after its step_end),
-        # so that rank 0 can merge the ranks' events step by step; -1 = before the first step. A
-        # rollout start sits between the previous step's episode events and the cycle's first step.
-        steps = getattr(getattr(self._trainer.lightning_module, "core", None), "vector_steps", 0)
-        if rl_event in ("step_start", "step_end"):
-            key = steps
-        elif rl_event == "rollout_start":
-            key = steps - 0.5
-        else:
-            key = steps - 1
-        self._ddp_buffer.append((key, rl_event, _fresh(payload)))
-
-    def _deliver_gathered(self, rollout_info: dict[str, Any], events: list[str]) -> None:
-        """Gather every rank's buffered rollout/step/episode events (one collective per rollout) and, on
-        rank 0, deliver them merged in the contract's order: by vector step, then by global ``env_index``.
-
-        While they are replayed, ``trainer.total_timesteps`` / ``num_episodes`` count all ranks' environments
-        as of each event (contract: "all environments together"), and keep the global totals afterwards.
-        """
-        import torch.distributed as dist
-
-        trainer = self._trainer
-        world = trainer.world_size
-        core = getattr(trainer.lightning_module, "core", None)
-        totals = (core.total_timesteps, core.num_episodes) if core is not None else (0, 0)
-        gathered: list[Any] = [None] * world
-        dist.all_gather_object(gathered, (self._ddp_buffer, rollout_info, totals))
-        self._ddp_buffer = []
-        if trainer.global_rank != 0:
-            return
-        hook = "training_step (RL events gathered at rollout end)"
-        steps: dict[float, list[tuple[str, Any]]] = {}
-        for buf, _, _ in gathered:  # rank order, so env_index (rank * n_envs + i) ascends within a step
-            for key, rl_event, payload in buf:
-                steps.setdefault(key, []).append((rl_event, payload))
-        end_steps = sum(t[0] for _, _, t in gathered)
-        end_episodes = sum(t[1] for _, _, t in gathered)
-        # Every rank steps config.n_envs environments once per vector step, so the global count at
-        # vector step k is known exactly; episodes are counted as their ends are replayed.
-        per_step = world * core.config.n_envs if core is not None else 0
-        episodes = end_episodes - sum(1 for items in steps.values() for e, _ in items if e == "episode_end")
-        for step in sorted(steps):
-            items = steps[step]
-            before = math.ceil(step) * per_step  # rollout start (k - 0.5) and step start (k): before step k
-            self._ddp_counters = (before, episodes)
-            if any(e == "rollout_start" for e, _ in items):
-                self._fire_rl("rollout_start", None, hook)
-            starts = [p for e, p in items if e == "step_start"]
-            if starts:
-                self._fire_rl("step_start", starts[0], hook)
-            ends = [p for e, p in items if e == "step_end"]
-            if ends:
-                self._ddp_counters = (before + per_step, episodes)
-                merged = {"step": ends[0]["step"], "total_timesteps": sum(p["total_timesteps"] for p in ends),
-                          "rewards": [x for p in ends for x in p["rewards"]],
-                          "dones": [x for p in ends for x in p["dones"]],
-                          "actions": [x for p in ends for x in p["actions"]]}
-                self._fire_rl("step_end", merged, hook)
-            ordered = sorted(((p["env_index"], e == "episode_start", e, p) for e, p in items
-                              if e in ("episode_end", "episode_start")), key=lambda item: item[:2])
-            for _, _, e, p in ordered:  # keyed by the step they followed (k), or -1 before the first
-                if e == "episode_end":
-                    episodes += 1
-                self._ddp_counters = ((step + 1) * per_step, episodes)
-                self._fire_rl(e, p, hook)
-        self._ddp_counters = (end_steps, end_episodes) if core is not None else None
-        infos = [g[1] for g in gathered]
-        total_eps = sum(i["episodes"] for i in infos)
-        means = [(i["reward_mean"], i["episodes"]) for i in infos if i["episodes"]]
-        merged_info = {"steps": sum(i["steps"] for i in infos), "episodes": total_eps,
-                       "reward_mean": (sum(m * n for m, n in means) / total_eps) if total_eps else float("nan")}
-        if "rollout_end" in self._captured:
-            self._last_rl["rollout_end"] = dict(merged_info)
-        for event in events:
-            self._fire(event, "training_step (RL event rollout_end)", rollout_info=dict(merged_info))
-
-    def _fire_rl(self, rl_event: str, payload: Any, hook: str) -> None:
-        for event in self._by_rl.get(rl_event, ()):
-            name = self.routes[event].payload
-            if name is None:
-                self._fire(event, hook)
-            else:
-                self._fire(event, hook, **{name: _fresh(payload)})
-
     # -- Lightning hooks --------------------------------------------------------------------------
     def setup(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
         self._trainer = trainer
@@ -851,98 +532,6 @@ class LegacyCallbackAdapter(Callback):
         if events:
             for event in events:
                 self._fire_route(event, hook)
-
-    # -- plain LightningModules (no RL event protocol) ---------------------------------------------
-    def _fallback_from_batch(self, outputs: Any, batch: Any) -> None:
-        """Derive step and episode events from ``done``/``dones``, ``episode_rewards``, ``episode_lengths``
-        found in the step's outputs or batch (the seed guide's approach). Lost in fidelity: per-step
-        timing (one step per batch), ``pnl``/``trades``/``win_rate`` (0, 0, NaN), env indices
-        (positions in the batch), and rollout/update events (not derivable)."""
-        source = outputs if isinstance(outputs, Mapping) and any(k in outputs for k in ("done", "dones")) else batch
-        if not isinstance(source, Mapping):
-            return
-        dones = source.get("dones", source.get("done"))
-        if dones is None:
-            return
-        dones = [bool(d) for d in (dones.tolist() if hasattr(dones, "tolist") else dones)]
-        rewards = source.get("episode_rewards")
-        lengths = source.get("episode_lengths")
-        rewards = rewards.tolist() if hasattr(rewards, "tolist") else rewards
-        lengths = lengths.tolist() if hasattr(lengths, "tolist") else lengths
-        self._fallback_steps += len(dones)
-        hook = "on_train_batch_end (derived from batch)"
-        if "on_step_end" in self.routes and self.routes["on_step_end"].kind == RL_SOURCE:
-            self._fire("on_step_end", hook, step_info={"step": self._fallback_steps // max(len(dones), 1) - 1,
-                                                       "total_timesteps": self._fallback_steps, "rewards": [],
-                                                       "dones": dones, "actions": []})
-        for i, done in enumerate(dones):
-            if not done:
-                continue
-            self._fallback_episodes += 1
-            info = {"env_index": i, "episode_index": self._fallback_episodes - 1,
-                    "reward": float(rewards[i]) if rewards is not None else float("nan"),
-                    "length": int(lengths[i]) if lengths is not None else 0,
-                    "pnl": 0.0, "trades": 0, "win_rate": float("nan")}
-            if "on_episode_end" in self.routes and self.routes["on_episode_end"].kind == RL_SOURCE:
-                self._fire("on_episode_end", hook, episode_info=info)
-
-
-_MISSING = object()
-#: Hooks that run inside a training batch (error notes name the batch index there).
-_BATCH_HOOKS = ("training_step", "on_train_batch_start", "on_train_batch_end", "on_before_optimizer_step")
-#: RL events that, under DDP with ranks="zero", are gathered from every rank and delivered by rank 0 at
-#: rollout end; updates are synchronized across ranks, so rank 0 delivers its own live.
-_BATCHED_UNDER_DDP = ("episode_start", "rollout_start", "step_start", "step_end", "episode_end", "rollout_end")
-
-
-def _reset_end(state: _SharedRunState) -> None:
-    state.deferred, state.ended, state.to_raise = None, False, None
-
-
-def _portable(exc: BaseException | None) -> tuple[bytes | None, str] | None:
-    """What a rank sends of its held exception: the pickled exception (notes included) and a description."""
-    if exc is None:
-        return None
-    try:
-        data = pickle.dumps(exc)
-    except Exception:  # pickled here, not inside the collective: a failure must not leave the others waiting
-        data = None
-    return data, f"{type(exc).__name__}({exc})"
-
-
-def _restore(item: tuple[bytes | None, str], rank: int, world_size: int) -> BaseException:
-    """Another rank's held exception, to raise on this one (a RuntimeError naming it if it cannot be rebuilt)."""
-    data, description = item
-    try:
-        exc = pickle.loads(data) if data is not None else None
-    except Exception:
-        exc = None
-    if not isinstance(exc, BaseException):
-        return RuntimeError(f"A legacy callback on rank {rank} of {world_size} raised {description}, which "
-                            f"cannot be sent to this rank; every rank stopped.")
-    exc.add_note(f"Raised by a legacy callback on rank {rank} of {world_size}; re-raised on this rank, which runs "
-                 f"legacy callbacks too, so that every process hosting them sees the run end the same way.")
-    return exc
-
-
-def _fresh(payload: Any) -> Any:
-    """A copy for one receiver, so a callback that mutates its payload affects nobody else.
-
-    Per-event hot path: ``dict.copy`` plus copies of ``step_info``'s lists (the only payload with lists).
-    """
-    if type(payload) is not dict:
-        return payload
-    out = payload.copy()
-    if "dones" in out:  # step_info: its per-environment lists
-        for key in _LIST_KEYS:
-            value = out.get(key)
-            if type(value) is list:
-                out[key] = value.copy()
-    return out
-
-
-#: The keys of RL payloads that hold lists (``step_info``'s per-environment values).
-_LIST_KEYS = ("rewards", "dones", "actions")
 
 
 def wrap(callbacks: Iterable[Any] | Any, **adapter_options: Any) -> list[Callback]:
