@@ -227,5 +227,8 @@ def test_checkpoints_resume_and_continuous_training_on_fsspec_memory(tmp_path, m
     for _ in range(2):
         trainer = fit(adapted, [LegacyCallbackAdapter(LegacyContinuous(f"{root}/adapted/versions"))], logger=False)
     assert trainer.lightning_module.core.cycles_completed == 4
-    assert f"resumed from {root}/adapted/versions/version_0002.ckpt at cycle 2" in capsys.readouterr().out
+    out = capsys.readouterr().out  # every continuing run said where it continued from
+    assert f"resumed from {root}/native/ckpt/versions/last.ckpt at cycle 2" in out
+    assert f"resumed from {root}/legacy/versions/version_0002.ckpt at cycle 2" in out
+    assert f"resumed from {root}/adapted/versions/version_0002.ckpt at cycle 2" in out
     assert os.listdir(tmp_path) == []  # nothing local
