@@ -11,7 +11,6 @@ import os
 from pathlib import Path
 
 import pytest
-import yaml
 from conftest import tiny
 
 from fxai_compat import fit
