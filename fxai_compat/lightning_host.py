@@ -62,7 +62,8 @@ from .ppo import EVAL_KEYS, RL_EVENTS, PPOCore
 from .resume import announce_resume
 
 __all__ = ["PPOLightningModule", "RLDataModule", "RLEventBus", "RL_HOOKS", "NotifyingCheckpointIO",
-           "CycleCheckpoint", "RLModelCheckpoint", "RLDDPStrategy", "fit", "build_trainer", "LOGGED_METRICS"]
+           "CycleCheckpoint", "RLModelCheckpoint", "RLDDPStrategy", "fit", "build_trainer", "LOGGED_METRICS",
+           "keep_keyboard_interrupt"]
 
 #: RL event -> the callback method that receives it.
 RL_HOOKS = {event: f"on_rl_{event}" for event in RL_EVENTS}
@@ -492,17 +493,18 @@ def fit(config: TrainConfig | Mapping[str, Any], callbacks: Iterable[pl.Callback
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_mapping(config)
     trainer = build_trainer(cfg, callbacks, **trainer_kwargs)
     module = PPOLightningModule(cfg)
-    with _interrupts_stay_interrupts():
+    with keep_keyboard_interrupt():
         trainer.fit(module, datamodule=RLDataModule(cfg), ckpt_path=ckpt_path)
     return trainer
 
 
 @contextlib.contextmanager
-def _interrupts_stay_interrupts():
+def keep_keyboard_interrupt():
     """Lightning turns a ``KeyboardInterrupt`` (Ctrl-C, or one raised by a callback) into ``SystemExit(1)`` after its
     graceful shutdown, and leaves SIGINT ignored for the rest of the process. Here the caller gets the
     ``KeyboardInterrupt`` itself back (the same object, with the notes the legacy callback manager added) and the
-    SIGINT handler it had: a command line can then say "interrupted" and exit 130, a notebook stays interruptible."""
+    SIGINT handler it had: a command line can then say "interrupted" and exit 130, a notebook stays interruptible.
+    ``fit`` uses it; wrap your own ``trainer.fit(...)`` in ``with keep_keyboard_interrupt():`` for the same."""
     on_main = threading.current_thread() is threading.main_thread()
     previous = signal.getsignal(signal.SIGINT) if on_main else None
     try:
