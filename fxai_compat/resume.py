@@ -83,19 +83,15 @@ def find_resume_checkpoint(ckpt_dir: str | os.PathLike, kind: str) -> ResumePoin
     checkpoint, or None when the directory holds none at all. Raises ``CheckpointError`` when it holds checkpoints
     but none this host can resume (all damaged, or the other host's run): training would write over them."""
     skipped: dict[str, str] = {}
-    other: list[tuple[Path, str]] = []
     for path in periodic_checkpoints(ckpt_dir):
         try:
             ckpt = read_training_checkpoint(path)
         except CheckpointError as exc:
             skipped[str(path)] = str(exc)
             continue
-        if ckpt.kind != kind:
-            other.append((path, ckpt.kind))
-            continue
+        if ckpt.kind != kind:  # the newest run there is the other host's: neither resumed across hosts nor trained over
+            raise CheckpointError(_other_host(path, ckpt.kind, fresh=True))
         return ResumePoint(str(path), ckpt, skipped)
-    if other:
-        raise CheckpointError(_other_host(other[0][0], other[0][1], fresh=True))
     if skipped:
         first, reason = next(iter(skipped.items()))
         raise CheckpointError(f"{ckpt_dir} holds {len(skipped)} checkpoint(s) of an earlier run and none reads back "
