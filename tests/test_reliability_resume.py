@@ -115,6 +115,21 @@ def test_resuming_behind_the_newest_checkpoint_warns(tmp_path, capsys):
     assert f"is behind the newest checkpoint on disk, {ckpt / 'cycle-0003.ckpt'} (cycle 4)" in captured.err
 
 
+def test_a_damaged_newest_checkpoint_is_skipped_and_none_readable_is_refused(tmp_path):
+    from fxai_compat.checkpoints import CheckpointError
+
+    cfg = tiny(tmp_path, cycles=2, checkpoint_every=1, eval_every=0)
+    fit(cfg, logger=False)
+    ckpt = Path(cfg.checkpoint_dir)
+    newest = ckpt / "cycle-0001.ckpt"
+    newest.write_bytes(newest.read_bytes()[:200])
+    point = find_resume_checkpoint(ckpt, "lightning")
+    assert point.path == str(ckpt / "cycle-0000.ckpt") and list(point.skipped) == [str(newest)]
+    (ckpt / "cycle-0000.ckpt").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="none reads back.*--fresh"):
+        find_resume_checkpoint(ckpt, "lightning")
+
+
 # --------------------------------------------------------------------------- one run per directory
 
 
