@@ -18,7 +18,7 @@ from .checkpoints import LEGACY_FORMAT, join_location, read_training_checkpoint,
 from .config import TrainConfig
 from .events import RL_ROUTES
 from .ppo import PPOCore
-from .resume import announce_resume
+from .resume_point import announce_resume
 
 __all__ = ["LegacyTrainer", "checkpoint_filename", "callback_state_keys"]
 

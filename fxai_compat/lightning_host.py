@@ -59,7 +59,7 @@ from pytorch_lightning.strategies import DDPStrategy
 from .checkpoints import RL_STATE_KEY, is_url, parent_location, write_atomic
 from .config import TrainConfig
 from .ppo import EVAL_KEYS, RL_EVENTS, PPOCore
-from .resume import announce_resume
+from .resume_point import announce_resume
 
 __all__ = ["PPOLightningModule", "RLDataModule", "RLEventBus", "RL_HOOKS", "NotifyingCheckpointIO",
            "CycleCheckpoint", "RLModelCheckpoint", "RLDDPStrategy", "fit", "build_trainer", "LOGGED_METRICS",

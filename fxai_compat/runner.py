@@ -1,5 +1,5 @@
 """The ``train`` command's work: checks up front (:mod:`fxai_compat.preflight`), the resume point
-(:mod:`fxai_compat.resume`), the run lock, building callbacks, running either host, finishing W&B runs and Optuna
+(:mod:`fxai_compat.resume_point`), the run lock, building callbacks, running either host, finishing W&B runs and Optuna
 trials. Called by :mod:`fxai_compat.cli` (argument parsing) and :mod:`fxai_compat.tune` (one run per trial).
 """
 
@@ -122,7 +122,7 @@ def _finish_wandb_runs(built) -> None:
 def train(args: argparse.Namespace) -> int:
     """The ``train`` command's work: load the run file, find the checkpoint to resume, run the chosen host, report."""
     from .preflight import preflight
-    from .resume import choose_resume_point
+    from .resume_point import choose_resume_point
     from .run_lock import RunLock
 
     run = load_run_config(args.config, args.set)

@@ -25,7 +25,7 @@ from fxai_compat.adapter import LegacyCallbackAdapter
 from fxai_compat.checkpoints import read_training_checkpoint
 from fxai_compat.cli import main
 from fxai_compat.lightning_host import NotifyingCheckpointIO, RLModelCheckpoint
-from fxai_compat.resume import find_resume_checkpoint
+from fxai_compat.resume_point import find_resume_checkpoint
 
 SCRIPTS = Path(__file__).parent / "scripts"
 pytestmark = pytest.mark.filterwarnings("ignore:The dirpath has changed:UserWarning")

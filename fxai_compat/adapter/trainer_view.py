@@ -14,7 +14,7 @@ import pytorch_lightning as pl
 from .. import lightning_host
 from ..checkpoints import load_weights_only, read_training_checkpoint
 from ..lightning_host import NotifyingCheckpointIO
-from ..resume import announce_resume
+from ..resume_point import announce_resume
 from .shared import _adapters_of, _shared_state
 
 #: Checkpoint key of every rank's RL state in a DDP checkpoint (None with a host that writes none).
