@@ -1,6 +1,6 @@
 """The ``train`` command's work: checks up front (:mod:`fxai_compat.preflight`), the resume point
-(:mod:`fxai_compat.resume_point`), the run lock, building callbacks, running either host, finishing W&B runs and Optuna
-trials. Called by :mod:`fxai_compat.cli` (argument parsing) and :mod:`fxai_compat.tune` (one run per trial).
+(:mod:`fxai_compat.resume_point`), the run lock, building callbacks, running either host, finishing W&B runs
+and Optuna trials. Called by :mod:`fxai_compat.cli` (argument parsing) and :mod:`fxai_compat.tune` (one run per trial).
 """
 
 from __future__ import annotations
