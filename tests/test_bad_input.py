@@ -99,6 +99,12 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path, capsys, good
         argv = ["train", "--config", str(path), "--set", f"checkpoint_dir={tmp_path / 'run' / 'ckpt'}"]
     else:
         argv = _argv(command, tmp_path, tmp_path / "run", good_run)
+    storage = f"sqlite:///{tmp_path}/study.db"
+    if argv[0] == "tune":  # a shared study that exists already: it must get no trial
+        import optuna
+
+        optuna.create_study(study_name="s", storage=storage, direction="maximize")
+        capsys.readouterr()  # optuna's own log line
     good_before = sorted(os.listdir(good_run))
     before = set(_tree(tmp_path))
     code = main(argv)
@@ -109,7 +115,9 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path, capsys, good
     assert len(err.splitlines()) == 1 and "Traceback" not in err and err.startswith("fxai-compat: error: "), err
     assert set(_tree(tmp_path)) == before, sorted(set(_tree(tmp_path)) - before)  # nothing written ...
     assert sorted(os.listdir(good_run)) == good_before  # ... next to a run being resumed either
-    assert not (good_run.parent / "lightning_logs").exists()  # (a tune row: no study.db, so no trial)
+    assert not (good_run.parent / "lightning_logs").exists()
+    if argv[0] == "tune":
+        assert optuna.load_study(study_name="s", storage=storage).trials == []
 
 
 def _tree(root: Path) -> list[str]:
