@@ -23,6 +23,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m fxai_compat.bench
+	$(PY) -m fxai_compat.bench_envwrap
 
 bench-learning: $(STAMP)
 	$(PY) -m fxai_compat.bench --learning

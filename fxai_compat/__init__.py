@@ -18,12 +18,15 @@ _EXPORTS = {
     "PPOCore": "ppo", "Policy": "ppo", "RL_EVENTS": "ppo",
     "EVENT_MAP": "events", "EventRoute": "events",
     "LegacyTrainer": "legacy_host",
-    "PPOLightningModule": "lightning_host", "RLDataModule": "lightning_host", "RLEventBus": "lightning_host",
+    "PPOLightningModule": "lightning_host", "RLDataModule": "lightning_host", "RLEventBus": "rl_events",
+    "RLPayloadError": "rl_events", "RLCounters": "rl_events", "provided_events": "rl_events",
+    "MissingRLEventError": "rl_events",
     "RL_HOOKS": "lightning_host", "NotifyingCheckpointIO": "lightning_host", "fit": "lightning_host",
     "build_trainer": "lightning_host", "LOGGED_METRICS": "lightning_host",
     "LegacyCallbackAdapter": "adapter", "LightningTrainerView": "adapter", "wrap": "adapter",
     "CheckpointError": "checkpoints", "read_training_checkpoint": "checkpoints",
     "build_callbacks": "toggle", "register_port": "toggle",
+    "wrap_env": "envwrap", "OutsideFitWarning": "envwrap",
 }
 
 __all__ = sorted(_EXPORTS)

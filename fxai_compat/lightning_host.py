@@ -30,11 +30,10 @@ Where each legacy event's moment falls in Lightning's hook sequence (the adapter
     on_train_end ................................... on_training_end
 
 The **RL event protocol**: the module announces environment-level events live by calling
-:class:`RLEventBus` ``emit(event, payload)``; every callback of the trainer that defines
-``on_rl_<event>(trainer, pl_module, payload)`` receives it, in callback order. The events are
-``episode_start``, ``rollout_start``, ``step_start``, ``step_end``, ``episode_end``, ``rollout_end``,
-``update_start`` and ``update_end`` (payloads as in the legacy contract). Any LightningModule can
-speak it: build an ``RLEventBus(trainer, module)`` in ``on_train_start`` and emit.
+:class:`~fxai_compat.rl_events.RLEventBus` ``emit(event, payload)``; every callback of the trainer that
+defines ``on_rl_<event>(trainer, pl_module, payload)`` receives it, in callback order. Any
+LightningModule can speak it; :mod:`fxai_compat.rl_events` documents it (payload checks, declarations,
+counters).
 """
 
 from __future__ import annotations
@@ -58,15 +57,13 @@ from pytorch_lightning.strategies import DDPStrategy
 
 from .checkpoints import RL_STATE_KEY, is_url, parent_location, write_atomic
 from .config import TrainConfig
-from .ppo import EVAL_KEYS, RL_EVENTS, PPOCore
+from .ppo import EVAL_KEYS, PPOCore
 from .resume_point import announce_resume
+from .rl_events import RL_HOOKS, RLEventBus, rl_noop  # noqa: F401 - public names kept here too
 
 __all__ = ["PPOLightningModule", "RLDataModule", "RLEventBus", "RL_HOOKS", "NotifyingCheckpointIO",
            "CycleCheckpoint", "RLModelCheckpoint", "RLDDPStrategy", "fit", "build_trainer", "LOGGED_METRICS",
            "keep_keyboard_interrupt"]
-
-#: RL event -> the callback method that receives it.
-RL_HOOKS = {event: f"on_rl_{event}" for event in RL_EVENTS}
 
 #: Legacy metric key -> the name the module logs it under (``self.log``); data, overridable by adapters.
 LOGGED_METRICS = {
@@ -85,35 +82,6 @@ LOGGED_METRICS = {
     "eval_win_rate": "val/win_rate",
 }
 _EVAL_LOGGED = {key: f"val/{key}" for key in EVAL_KEYS if key != "episodes"}
-
-
-def rl_noop(func):
-    """Marks a base-class RL hook as a no-op, so the bus never calls it (inherited no-ops cost nothing)."""
-    func._fxai_rl_noop = True
-    return func
-
-
-class RLEventBus:
-    """Delivers a module's RL events to the callbacks that listen, resolved once per run."""
-
-    def __init__(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule"):
-        self.trainer, self.pl_module = trainer, pl_module
-        self.listeners: dict[str, list] = {}
-        for event, hook in RL_HOOKS.items():
-            found = []
-            for cb in trainer.callbacks:
-                fn = getattr(cb, hook, None)
-                if callable(fn) and not getattr(fn, "_fxai_rl_noop", False):
-                    found.append(fn)
-            self.listeners[event] = found
-
-    def wants(self, event: str) -> bool:
-        return bool(self.listeners[event])
-
-    def emit(self, event: str, payload: Any) -> None:
-        trainer, module = self.trainer, self.pl_module
-        for fn in self.listeners[event]:
-            fn(trainer, module, payload)
 
 
 class _Ticks(torch.utils.data.Dataset):
@@ -147,10 +115,12 @@ class RLDataModule(pl.LightningDataModule):
 class PPOLightningModule(pl.LightningModule):
     """PPO on the shared core, one cycle per epoch (manual optimization), speaking the RL event protocol.
 
-    Exact (Python float) values of everything it logs are kept in ``exact_logged`` for parity
+    It announces all eight RL events (``rl_events_provided``). Exact (Python float) values of everything it logs are kept in ``exact_logged`` for parity
     checks, since ``self.log`` stores float32 tensors. ``last_eval_results`` holds the latest
     evaluation's results.
     """
+
+    rl_events_provided = "all"
 
     def __init__(self, config: TrainConfig | Mapping[str, Any]):
         super().__init__()
@@ -181,14 +151,14 @@ class PPOLightningModule(pl.LightningModule):
 
     def on_train_start(self) -> None:
         # Callbacks' on_train_start (on_training_start, a legacy resume) has run; now start the envs.
-        self.rl_events = RLEventBus(self.trainer, self)
+        self.rl_events = RLEventBus(self.trainer, self, counters=False)  # the core keeps the counters
         self.core.start(self.rl_events)
 
     # -- a cycle --------------------------------------------------------------------------------
     def training_step(self, batch, batch_idx):
         core, bus = self.core, self.rl_events
         if bus is None:  # a module driven without on_train_start (e.g. tests calling fit_loop pieces)
-            bus = self.rl_events = RLEventBus(self.trainer, self)
+            bus = self.rl_events = RLEventBus(self.trainer, self, counters=False)
             core.start(bus)
         self.exact_logged = {}
         self.last_eval_results = None

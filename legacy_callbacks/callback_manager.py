@@ -90,13 +90,15 @@ class EventBinding:
     __slots__ = ("callback", "event", "func", "names", "wants_all", "call")
 
     def __init__(self, callback: Any, event: str, func: Callable[..., Any],
-                 positional: tuple[str, ...], keyword: tuple[str, ...], wants_all: bool):
+                 positional: tuple[str, ...], keyword: tuple[str, ...], wants_all: bool,
+                 defaults: Mapping[str, Any] | None = None):
         self.callback = callback
         self.event = event
         self.func = func
-        self.names = EVENT_ARGS[event] if wants_all else positional + keyword
+        passed = tuple(name for name in positional + keyword if not defaults or name not in defaults)
+        self.names = EVENT_ARGS[event] if wants_all else passed
         self.wants_all = wants_all
-        self.call: Callable[[Mapping[str, Any]], Any] = _make_caller(func, positional, keyword, wants_all)
+        self.call: Callable[[Mapping[str, Any]], Any] = _make_caller(func, positional, keyword, wants_all, defaults)
 
     def __call__(self, **offered: Any) -> Any:
         return self.call(offered)
@@ -107,9 +109,18 @@ class EventBinding:
 
 
 def _make_caller(func: Callable[..., Any], positional: tuple[str, ...], keyword: tuple[str, ...],
-                 wants_all: bool) -> Callable[[Mapping[str, Any]], Any]:
+                 wants_all: bool, defaults: Mapping[str, Any] | None = None) -> Callable[[Mapping[str, Any]], Any]:
     # Events offer at most two names, so the common shapes get a closure without any loop
     # or kwargs dict: passing positionally is the cheapest call CPython has.
+    if defaults or (wants_all and positional):
+        # Rare shapes: unoffered positional-only parameters (with defaults) before an offered one get
+        # their defaults; with **kwargs, positional-only parameters are passed by position too.
+        defaults = defaults or {}
+
+        def call(offered: Mapping[str, Any]) -> Any:
+            values = [defaults[n] if n in defaults else offered[n] for n in positional]
+            return func(*values, **(offered if wants_all else {n: offered[n] for n in keyword}))
+        return call
     if wants_all:
         return lambda offered: func(**offered)
     if not keyword:
@@ -164,9 +175,9 @@ def bind_event(callback: Any, event: str) -> EventBinding | None:
 
     Inherited no-ops of ``BaseCallback`` and methods set to ``None`` count as not defined;
     methods assigned on the instance (including ``functools.partial`` objects) count as defined.
-    Each parameter whose name the event offers receives that argument, default or not;
-    ``**kwargs`` receives every offered argument; ``*args`` and parameters with defaults the
-    event does not offer are left alone. A parameter without a default that the event does not
+    Each parameter whose name the event offers receives that argument, default or not (positional-only
+    ones by position, as pluggy passes them); ``**kwargs`` receives every offered argument; ``*args``
+    and parameters with defaults the event does not offer are left alone. A parameter without a default that the event does not
     offer raises ``CallbackSignatureError``, naming the callback, method, signature and the
     offered names.
     """
@@ -187,6 +198,7 @@ def bind_event(callback: Any, event: str) -> EventBinding | None:
 
     positional: list[str] = []
     keyword: list[str] = []
+    fill: dict[str, Any] = {}  # unoffered positional-only parameters passed their default (see below)
     wants_all = False
     positional_run = True  # still in the leading run of parameters we can pass positionally
     for param in signature.parameters.values():
@@ -198,27 +210,34 @@ def bind_event(callback: Any, event: str) -> EventBinding | None:
             wants_all = True
             continue
         has_default = param.default is not param.empty
-        if param.name in offered and kind is not param.POSITIONAL_ONLY:
-            if kind is param.POSITIONAL_OR_KEYWORD and positional_run:
+        if param.name in offered:
+            if kind is param.POSITIONAL_ONLY or (kind is param.POSITIONAL_OR_KEYWORD and positional_run):
+                # Positional-only parameters are bound positionally, as pluggy does. Unoffered
+                # positional-only parameters with defaults before one get their defaults, positionally.
+                positional.extend(fill)
                 positional.append(param.name)
+                fill = {}
             else:
                 keyword.append(param.name)
             continue
-        positional_run = False
         if has_default:
+            if kind is param.POSITIONAL_ONLY:
+                fill[param.name] = param.default
+            else:
+                positional_run = False
             continue
         shown = _display_signature(func, signature)
-        if kind is param.POSITIONAL_ONLY:
-            problem = f"parameter {param.name!r} is positional-only, and legacy events pass arguments by name"
-            advice = f"make it a normal parameter named one of {', '.join(offered)}, or give it a default"
-        else:
-            problem = f"parameter {param.name!r} has no default and is not offered by {event}"
-            advice = f"rename the parameter to one of {', '.join(offered)}, or give it a default"
         raise CallbackSignatureError(
-            f"Cannot register legacy callback {callback_name(callback)}: {where}{shown}: {problem}, "
-            f"which offers ({', '.join(offered)}). To fix it, {advice}."
+            f"Cannot register legacy callback {callback_name(callback)}: {where}{shown}: parameter {param.name!r} "
+            f"has no default and is not offered by {event}, which offers ({', '.join(offered)}). To fix it, "
+            f"rename the parameter to one of {', '.join(offered)}, or give it a default."
         )
-    return EventBinding(callback, event, func, tuple(positional), tuple(keyword), wants_all)
+    params = signature.parameters
+    if wants_all:  # everything offered goes by name; positional-only parameters must also be passed by position
+        positional = [name for name in positional if params[name].kind is params[name].POSITIONAL_ONLY]
+        keyword = []
+    defaults = {name: params[name].default for name in positional if name not in offered}
+    return EventBinding(callback, event, func, tuple(positional), tuple(keyword), wants_all, defaults)
 
 
 def _is_control_flow(exc: BaseException) -> bool:

@@ -674,8 +674,8 @@ class Episodes:
         self.cycles = []
 
     def on_episode_end(self, trainer, episode_info):
-        self.episodes.append((episode_info["env_index"], episode_info["reward"], episode_info["length"],
-                              trainer.num_episodes))
+        self.episodes.append((episode_info["env_index"], episode_info["episode_index"], episode_info["reward"],
+                              episode_info["length"], trainer.num_episodes))
 
     def on_cycle_complete(self, trainer, metrics):
         self.cycles.append(trainer.cycle)
@@ -687,7 +687,8 @@ def test_plain_module_fallback_derives_episodes_from_outputs(tmp_path):
                          enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(tmp_path),
                          callbacks=[LegacyCallbackAdapter(cb)])
     trainer.fit(PlainModule())
-    assert cb.episodes == [(1, 2.0, 20, 1), (0, 2.0, 11, 2), (2, 4.0, 31, 3)]
+    # episode_index counts episodes from 0 in the order they end (an off-by-one fails here)
+    assert cb.episodes == [(1, 0, 2.0, 20, 1), (0, 1, 2.0, 11, 2), (2, 2, 4.0, 31, 3)]
     assert cb.cycles == [0]
 
 

@@ -137,7 +137,7 @@ def test_a_file_that_does_not_import_gets_the_same_checks_from_its_source(tmp_pa
             def on_step_end(self, trainer, step_info, extra, *, flag: bool = False):
                 trainer.lightning_trainer.save_checkpoint("x")
 
-            def on_update_end(self, update_info, /):
+            def on_update_end(self, info, /):
                 pass
 
             @staticmethod
@@ -179,7 +179,7 @@ def test_a_file_that_does_not_import_gets_the_same_checks_from_its_source(tmp_pa
     picky = imported["Picky"]
     assert picky.verdict == CANNOT_ADAPT and len(picky.signature_problems) == 2
     assert "parameter 'extra' has no default and is not offered by on_step_end" in picky.signature_problems[0]
-    assert "'update_info' is positional-only" in picky.signature_problems[1]
+    assert "parameter 'info' has no default and is not offered by on_update_end" in picky.signature_problems[1]
     assert picky.outside_surface == ["core", "lightning_trainer"]
     assert "on_episode_end" not in [e.event for e in picky.events]  # set to None: turned off
     child = imported["Child"]

@@ -45,7 +45,7 @@ NOT_RUN = {
 }
 
 #: Files written by the guide that are imported as modules (removed from sys.modules afterwards).
-GUIDE_MODULES = ("my_callbacks", "test_my_callbacks", "train_ddp")
+GUIDE_MODULES = ("my_callbacks", "test_my_callbacks", "train_ddp", "my_module")
 
 
 @dataclass
@@ -236,7 +236,6 @@ def test_the_builtin_pairs_table_matches_the_registry():
 #: (whitespace and case aside): a reworded message shows up here.
 FAQ_MESSAGES = {
     "has no default and is not offered by": "legacy_callbacks/callback_manager.py",
-    "is positional-only, and legacy events pass arguments by name": "legacy_callbacks/callback_manager.py",
     "is not a legacy callback: it defines none of the 16 events": "legacy_callbacks/callback_manager.py",
     "Define at least one of them, or subclass legacy_callbacks.BaseCallback.": "legacy_callbacks/callback_manager.py",
     "raised in legacy callback": "legacy_callbacks/callback_manager.py",

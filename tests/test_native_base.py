@@ -37,8 +37,10 @@ def test_bus_calls_only_overridden_rl_hooks():
     bus = RLEventBus(trainer, None)
     assert {event: len(fns) for event, fns in bus.listeners.items()} == {
         event: int(event == "episode_end") for event in RL_HOOKS}
-    bus.emit("episode_end", {"reward": 1.0})
-    assert calls == [{"reward": 1.0}]
+    episode = {"env_index": 0, "episode_index": 0, "reward": 1.0, "length": 3, "pnl": 0.0, "trades": 0,
+               "win_rate": float("nan")}
+    bus.emit("episode_end", episode)
+    assert calls == [episode]
 
 
 def test_public_surface_is_all():

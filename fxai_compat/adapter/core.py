@@ -37,9 +37,11 @@ from legacy_callbacks.base import EVENTS
 from ..events import CHECKPOINT_IO_SOURCE, EVENT_MAP, LIGHTNING_SOURCE, RL_SOURCE, EventRoute, route_for
 from ..legacy_host import callback_state_keys
 from ..lightning_host import LOGGED_METRICS, RL_HOOKS, NotifyingCheckpointIO
+from .. import envwrap
 from ..ppo import RL_EVENTS
 from .ddp import _BATCHED_UNDER_DDP, _DDPSupport, _reset_end
-from .plain_module import _PlainModuleSupport
+from ..rl_events import enter_fit, leave_fit
+from .plain_module import PLAIN_MODULE_HOOKS, OwnModuleRun, _PlainModuleSupport, is_foreign
 from .shared import _AdapterBase, _adapters_of, _fresh, _shared_state, _SharedRunState
 from .trainer_view import LightningTrainerView, _restore_training_state
 
@@ -109,7 +111,8 @@ class LegacyCallbackAdapter(_AdapterBase, _DDPSupport, _PlainModuleSupport, Call
             ``CallbackManager`` keeps its own policy; passing a different one is an error.
         ranks: ``"zero"`` (default: run on global rank 0, seeing every rank's episodes, batched
             at rollout end) or ``"all"`` (run on every rank with that rank's events).
-        metric_keys: legacy metric key -> logged name, for the ``metrics`` dict (default ``LOGGED_METRICS``).
+        metric_keys: legacy metric key -> logged name, for the ``metrics`` dict (default ``LOGGED_METRICS``; in a
+            user's own module, ``FOREIGN_METRIC_KEYS`` plus these, e.g. ``{"episode_reward_mean": "avg_ep_reward"}``).
         state_key: key of the wrapped callback's state in Lightning checkpoints (default: derived
             from the class, numbered when several adapters wrap the same class).
     """
@@ -136,6 +139,9 @@ class LegacyCallbackAdapter(_AdapterBase, _DDPSupport, _PlainModuleSupport, Call
         self.callback = callback
         self.ranks = ranks
         self.metric_keys = dict(LOGGED_METRICS if metric_keys is None else metric_keys)
+        self._metric_keys_arg = None if metric_keys is None else dict(metric_keys)
+        self._own: OwnModuleRun | None = None  # a user's own module's Level-1 state, made at setup
+        self._batch_fallback = False  # episode/step events derived from batches (plain modules; see setup)
         self.routes = self._build_routes(mapping or {})
         self._hook = "construction"
         self._view: LightningTrainerView | None = None
@@ -198,7 +204,7 @@ class LegacyCallbackAdapter(_AdapterBase, _DDPSupport, _PlainModuleSupport, Call
             # Episode/step events derived from the batches of plain modules; switched off at setup for
             # modules that speak the RL protocol.
             needed.add("on_train_batch_end")
-        self._by_hook, self._by_rl, self._captured = by_hook, by_rl, captured
+        self._by_hook, self._by_rl, self._captured, self._needed = by_hook, by_rl, captured, needed
         for hook in _ALL_LIGHTNING_HOOKS:
             if hook not in needed and hook not in by_hook:
                 setattr(self, hook, None)
@@ -289,7 +295,12 @@ class LegacyCallbackAdapter(_AdapterBase, _DDPSupport, _PlainModuleSupport, Call
             self._fire(event, hook, **{route.payload: payload})
 
     def _payload_for(self, event: str, name: str) -> Any:
-        module = self._trainer.lightning_module
+        module, own = self._trainer.lightning_module, self._own
+        if own is not None and name in ("metrics", "eval_results"):  # a user's own module (Level 1)
+            # A role="eval" wrapped env's episodes of this validation win (Level 2).
+            if name == "metrics":
+                return envwrap.with_eval_episodes(self._trainer, own.metrics())
+            return envwrap.with_eval_episodes(self._trainer, own.eval_results(), results=True)
         if name == "metrics":
             return self._metrics(module)
         if name == "eval_results":
@@ -377,7 +388,10 @@ class LegacyCallbackAdapter(_AdapterBase, _DDPSupport, _PlainModuleSupport, Call
         self._shared = self._shared_for(trainer)
         self._view = self.view_class(self, trainer, pl_module)
         self._active = self.ranks == "all" or trainer.global_rank == 0
-        self._ddp_buffer = [] if (self.ranks == "zero" and trainer.world_size > 1) else None
+        # A user's own module (no core): Level-1 derivation; under DDP each rank's events stay on that rank.
+        own = self._own = (OwnModuleRun(self, trainer, pl_module, self._metric_keys_arg) if is_foreign(pl_module)
+                           else None)
+        self._ddp_buffer = [] if (self.ranks == "zero" and trainer.world_size > 1 and own is None) else None
         self._ddp_counters = None
         self._fallback_steps = self._fallback_episodes = 0  # counters of a plain module's run
         self._position = next(i for i, cb in enumerate(_adapters_of(trainer)) if cb is self)
@@ -395,6 +409,11 @@ class LegacyCallbackAdapter(_AdapterBase, _DDPSupport, _PlainModuleSupport, Call
             if self._on_file_saved not in self._io.listeners:  # setup runs per stage: never listen twice
                 self._io.listeners.append(self._on_file_saved)
         self._configure_for_module(pl_module)
+        if own is not None:
+            enter_fit(trainer)
+            own.check_unprovided(error=not self.steers_training)
+        if stage == "fit":
+            envwrap.attach(trainer, pl_module)  # binds the module's wrap_env'd environments to this run (Level 2)
         # on_training_start fires here, before Lightning restores a ckpt_path (module, callback state),
         # as the legacy loop fires it before restoring resume_from: a resumed run shows the same counters
         # and model at on_training_start, callback state loaded afterwards is not reset by it, and the
@@ -409,8 +428,11 @@ class LegacyCallbackAdapter(_AdapterBase, _DDPSupport, _PlainModuleSupport, Call
                 adapter._dispatch_hook("setup")
 
     def _configure_for_module(self, pl_module: "pl.LightningModule") -> None:
-        # Batch-derived events are only for plain modules; a module with the RL protocol announces them.
-        if "on_train_batch_end" in self._by_hook or (self._by_rl and not hasattr(pl_module, "rl_events")):
+        # Batch-derived events are only for plain modules; a module with the RL protocol announces them, and
+        # so does a user's module that declares announced events (Level 2 or 3): no double events.
+        self._batch_fallback = bool(self._by_rl and not hasattr(pl_module, "rl_events")
+                                    and not (self._own is not None and self._own.provided))
+        if "on_train_batch_end" in self._by_hook or self._batch_fallback:
             self.__dict__.pop("on_train_batch_end", None)  # the class's hook
         else:
             self.on_train_batch_end = None
@@ -419,6 +441,14 @@ class LegacyCallbackAdapter(_AdapterBase, _DDPSupport, _PlainModuleSupport, Call
         if "rollout_end" not in self._by_rl and "rollout_end" not in self._captured:
             gather = self._ddp_buffer is not None and bool(self.routes)
             self.on_rl_rollout_end = self._make_rl_handler("rollout_end", []) if gather else None
+        # A user's own module: the hooks Level 1 derives events from; the bundled module never pays for them.
+        for hook in PLAIN_MODULE_HOOKS:
+            if self._own is not None:
+                self.__dict__.pop(hook, None)
+            elif hook not in self._by_hook and hook not in self._needed:
+                setattr(self, hook, None)
+        if self._own is not None:
+            self._own.configure_rl_listeners()
 
     def teardown(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
         self._stop_listening()
@@ -437,6 +467,9 @@ class LegacyCallbackAdapter(_AdapterBase, _DDPSupport, _PlainModuleSupport, Call
                 raise exc
 
     def _stop_listening(self) -> None:
+        if self._own is not None:  # the end of a user's module's fit (teardown, or an exception)
+            self._own.detach()
+            leave_fit(self._trainer)
         if self._io is not None and self._on_file_saved in self._io.listeners:
             self._io.listeners.remove(self._on_file_saved)
         self._io = None
@@ -457,6 +490,8 @@ class LegacyCallbackAdapter(_AdapterBase, _DDPSupport, _PlainModuleSupport, Call
         self._dispatch_hook("on_fit_start")
 
     def on_train_start(self, trainer, pl_module) -> None:
+        if self._own is not None:
+            self._own.train_start()
         adapters = _adapters_of(trainer)
         if adapters[0] is self and any(adapter._setup_deferred for adapter in adapters):
             # DDP: on_training_start of every adapter first (see setup). What rank 0's callbacks loaded
@@ -486,10 +521,17 @@ class LegacyCallbackAdapter(_AdapterBase, _DDPSupport, _PlainModuleSupport, Call
         self._dispatch_hook("on_train_end")
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if self._own is not None:
+            self._own.open_rollout("on_train_epoch_start")
         self._dispatch_hook("on_train_epoch_start")
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
+        own = self._own
+        if own is not None:
+            own.close_rollout("on_train_epoch_end")  # a rollout still open ends before the cycle's metrics
         self._dispatch_hook("on_train_epoch_end")
+        if own is not None:
+            own.val_logged = None
         stop = self._shared.stop_requested()
         if trainer.world_size > 1:
             # should_stop is not synchronized by Lightning: every rank must take the same decision, once
@@ -507,19 +549,28 @@ class LegacyCallbackAdapter(_AdapterBase, _DDPSupport, _PlainModuleSupport, Call
 
     def on_validation_end(self, trainer, pl_module) -> None:
         if not trainer.sanity_checking:
+            if self._own is not None:
+                self._own.validation_done()
             self._dispatch_hook("on_validation_end")
 
     def on_fit_end(self, trainer, pl_module) -> None:
         self._dispatch_hook("on_fit_end")
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        if self._own is not None:
+            self._own.before_step()
         self._dispatch_hook("on_before_optimizer_step")
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self._own is not None:
+            self._own.batch_loss = math.nan
         self._dispatch_hook("on_train_batch_start")
 
+    def on_before_backward(self, trainer, pl_module, loss) -> None:
+        self._own.record_backward(loss)  # switched on for users' own modules only (see _configure_for_module)
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if getattr(pl_module, "rl_events", None) is None:
+        if self._batch_fallback and envwrap.hub_of(trainer) is None:
             self._fallback_from_batch(outputs, batch)
         self._dispatch_hook("on_train_batch_end")
 

@@ -15,6 +15,7 @@ from .. import lightning_host
 from ..checkpoints import load_weights_only, read_training_checkpoint
 from ..lightning_host import NotifyingCheckpointIO
 from ..resume_point import announce_resume
+from .plain_module import is_foreign, restore_foreign_module
 from .shared import _adapters_of, _shared_state
 
 #: Checkpoint key of every rank's RL state in a DDP checkpoint (None with a host that writes none).
@@ -40,7 +41,8 @@ class LightningTrainerView:
 
     @property
     def model(self):
-        return getattr(self._module, "policy", self._module)
+        # The bundled module's policy network; a user's own module is itself the model (contract section 2).
+        return self._module if is_foreign(self._module) else getattr(self._module, "policy", self._module)
 
     @property
     def config(self) -> Mapping[str, Any]:
@@ -50,8 +52,14 @@ class LightningTrainerView:
         counters = self._adapter._ddp_counters  # all ranks together, under DDP (see _deliver_gathered)
         if counters is not None:
             return counters[index]
-        core = getattr(self._module, "core", None)
-        return getattr(core, name) if core is not None else getattr(self._adapter, fallback)
+        own = self._adapter._own
+        if own is None:
+            core = getattr(self._module, "core", None)
+            return getattr(core, name) if core is not None else getattr(self._adapter, fallback)
+        counters = own.counters()  # a user's module: the counters kept from announced events (Level 2/3)
+        if counters is not None and (counters.seen_step_end or counters.seen_episode_end):
+            return getattr(counters, name)
+        return getattr(self._adapter, fallback)
 
     @property
     def total_timesteps(self) -> int:
@@ -63,6 +71,9 @@ class LightningTrainerView:
 
     @property
     def cycle(self) -> int:
+        own = self._adapter._own
+        if own is not None:
+            return own.cycle
         core = getattr(self._module, "core", None)
         return core.cycle if core is not None else self._trainer.current_epoch
 
@@ -105,7 +116,10 @@ class LightningTrainerView:
                     f"ranks would keep their models. Under DDP, load checkpoints in on_training_start (every rank "
                     f"then loads the same file), or resume with fit(..., ckpt_path=...).")
             self._shared.loaded_at_start.append(str(path))
-        _restore_training_state(trainer, self._module, str(path))
+        if is_foreign(self._module):
+            restore_foreign_module(trainer, self._module, str(path))
+        else:
+            _restore_training_state(trainer, self._module, str(path))
         # Every legacy callback of the trainer hears about it (the legacy trainer fires to all of them),
         # not only those wrapped by the adapter whose callback called load_checkpoint.
         shared = _shared_state(trainer)

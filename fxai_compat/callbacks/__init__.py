@@ -16,7 +16,7 @@ legacy (``legacy_callbacks``)  native (``fxai_compat.callbacks``)
 =============================  =========================================================
 """
 
-from .base import MissingMetricError, RLCallback
+from .base import MissingMetricError, MissingRLEventError, RLCallback
 from .checkpoint import RLCheckpointCallback, create_checkpoint_callback
 from .continuous_training import ContinuousTrainingCallback, continue_training
 from .evaluation import EvaluationCallback
@@ -26,7 +26,7 @@ from .patterns import (CompositeRLCallback, DistributedRLCallback, Phase, StateM
                        after_cycles, metric_at_least)
 from .wandb import RLWandbCallback, create_wandb_logger
 
-__all__ = ["RLCallback", "MissingMetricError", "MetricsCallback", "RLCheckpointCallback", "create_checkpoint_callback",
+__all__ = ["RLCallback", "MissingMetricError", "MissingRLEventError", "MetricsCallback", "RLCheckpointCallback", "create_checkpoint_callback",
            "create_wandb_logger", "RLWandbCallback", "EvaluationCallback", "ContinuousTrainingCallback",
            "continue_training", "OptunaPruningCallback", "OptunaCallback", "CompositeRLCallback",
            "StateMachineCallback", "Phase", "Transition", "after_cycles", "metric_at_least", "DistributedRLCallback"]

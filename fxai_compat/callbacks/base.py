@@ -29,8 +29,10 @@ from typing import Any
 import pytorch_lightning as pl
 
 from ..lightning_host import rl_noop
+from ..rl_events import MissingRLEventError
 
-__all__ = ["RLCallback", "is_rl_noop", "MissingMetricError"]
+__all__ = ["RLCallback", "is_rl_noop", "MissingMetricError", "MissingRLEventError"]
+
 
 
 class MissingMetricError(KeyError):
@@ -68,7 +70,25 @@ def is_rl_noop(hook: Any) -> bool:
 
 
 class RLCallback(pl.Callback):
-    """Base class of native RL callbacks: Lightning's hooks plus the eight RL-protocol hooks (no-ops)."""
+    """Base class of native RL callbacks: Lightning's hooks plus the eight RL-protocol hooks (no-ops).
+
+    At setup it checks that the module announces every RL event the callback overrides a hook for
+    (``fxai_compat.rl_events.provided_events``): in a user's own module that does not, it raises
+    :class:`MissingRLEventError` naming the event and the level of "bring your own module" that would
+    provide it, instead of letting the callback silently see nothing. Subclasses that override
+    ``setup`` call ``super().setup(...)``.
+    """
+
+    def setup(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
+        if stage != "fit":
+            return
+        from ..rl_events import RL_HOOKS, provided_events, unprovided_message
+
+        provided = provided_events(pl_module)
+        for event, hook in RL_HOOKS.items():
+            if event not in provided and not is_rl_noop(getattr(self, hook, None)):
+                raise MissingRLEventError(unprovided_message(type(self).__name__, "a native RL callback", event,
+                                                             pl_module, event))
 
     @rl_noop
     def on_rl_episode_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", payload: dict) -> None:

@@ -91,6 +91,7 @@ class MetricsCallback(RLCallback):
 
     # -- Lightning hooks --------------------------------------------------------------------------
     def setup(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
         self._pending = [] if trainer.world_size > 1 else None
         self._cycle_rewards, self._cycle_lengths = [], []
 

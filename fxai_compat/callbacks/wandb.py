@@ -124,6 +124,7 @@ class RLWandbCallback(RLCallback):
 
     # -- Lightning hooks ----------------------------------------------------------------------
     def setup(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
         loggers = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
         if not loggers:
             names = ", ".join(type(lg).__name__ for lg in trainer.loggers) or "none"

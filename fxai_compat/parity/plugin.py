@@ -4,6 +4,8 @@
         fxai_parity.assert_trace(MyCallback)
 
 fails with the first divergence, rendered as a diff, as the assertion message.
+``fxai_parity.assert_grammar(make_my_module)`` fits any LightningModule and checks the contract's event
+grammar on what a legacy callback receives from it (see ``fxai_compat.parity.grammar``).
 """
 
 from __future__ import annotations
@@ -33,6 +35,19 @@ class ParityFixture:
     def assert_trace(self, callback_factory, config=None, **options: Any):
         """Assert trace parity of ``callback_factory()`` on ``config`` (a small default config if omitted)."""
         result = self.check_trace(callback_factory, config, **options)
+        if not result.ok:
+            pytest.fail(result.summary(), pytrace=False)
+        return result
+
+    def check_grammar(self, module_factory, **options: Any):
+        from .grammar import check_module_grammar
+
+        return check_module_grammar(module_factory, default_root_dir=str(self._workdir()), **options)
+
+    def assert_grammar(self, module_factory, **options: Any):
+        """Fit ``module_factory()`` (any LightningModule; ``max_epochs=3`` unless given) with a recorder of all
+        16 legacy events and assert the contract's event grammar on its trace."""
+        result = self.check_grammar(module_factory, **options)
         if not result.ok:
             pytest.fail(result.summary(), pytrace=False)
         return result

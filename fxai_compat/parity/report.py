@@ -501,6 +501,11 @@ def _default_train_overrides() -> list[str]:
 def _cmd_parity(args: argparse.Namespace) -> int:
     import os
 
+    if getattr(args, "module", None):  # the event grammar of a user's own LightningModule
+        from .grammar import cmd_module_grammar
+
+        return cmd_module_grammar(args.module, args.epochs)
+
     from ..runfile import load_run_config
 
     overrides = list(args.set) if args.config else _default_train_overrides() + list(args.set)
@@ -544,5 +549,9 @@ def add_parity_parser(sub: Any) -> argparse.ArgumentParser:
     parity.add_argument("--callbacks", default="all", metavar="NAMES|all",
                         help="comma-separated callbacks to check (default: all of the config's callbacks)")
     parity.add_argument("--out", metavar="DIR", help="write parity.json and PNG plots (and the working files) here")
+    parity.add_argument("--module", metavar="PKG.MOD:FACTORY",
+                        help="instead: fit the LightningModule FACTORY() returns and check the contract's event "
+                             "grammar on the events a legacy callback receives from it")
+    parity.add_argument("--epochs", type=int, default=3, help="epochs to fit with --module (default 3)")
     parity.set_defaults(func=_cmd_parity)
     return parity
