@@ -36,9 +36,10 @@ feed the legacy metric keys (``episode_reward_mean``, ``episode_length_mean``, `
 ``episodes_total``) of that cycle's ``metrics``. An announcer therefore only emits; it never writes
 counters itself. ``PPOLightningModule`` makes its bus with ``counters=False`` (its core counts).
 
-``active_trainer()`` is the trainer whose ``fit`` is running in this process (set by
-``LegacyCallbackAdapter`` at setup, or by anyone with :func:`enter_fit`); an env wrapper uses it to
-find the bus, and to refuse being stepped outside ``fit``.
+``active_trainer()`` is the trainer whose ``fit`` of a user's own module is running in this process
+(entered by ``LegacyCallbackAdapter`` at setup and left at teardown, or by anyone with :func:`enter_fit` /
+:func:`leave_fit`); an env wrapper uses it to find the bus (``RLEventBus.of(active_trainer())``), and to
+refuse being stepped outside ``fit``. Each ``enter_fit`` starts the trainer with a fresh shared bus.
 """
 
 from __future__ import annotations
@@ -85,7 +86,7 @@ _HINTS = {
 LEVEL_OF_RL_EVENT: dict[str, int] = {"episode_start": 2, "step_start": 2, "step_end": 2, "episode_end": 2,
                                      "rollout_start": 3, "rollout_end": 3, "update_start": 3, "update_end": 3}
 
-_LEVEL_TEXT = {2: "Level 2: wrap the module's environment with fxai_compat's env wrapper",
+_LEVEL_TEXT = {2: "Level 2: wrap the module's environment with fxai_compat.wrap_env(env)",
                3: "Level 3: announce it with fxai_compat.RLEventBus and declare it in rl_events_provided"}
 
 

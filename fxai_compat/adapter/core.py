@@ -34,13 +34,13 @@ from pytorch_lightning.callbacks import Callback
 from legacy_callbacks import ON_ERROR_POLICIES, CallbackManager
 from legacy_callbacks.base import EVENTS
 
+from .. import envwrap
 from ..events import CHECKPOINT_IO_SOURCE, EVENT_MAP, LIGHTNING_SOURCE, RL_SOURCE, EventRoute, route_for
 from ..legacy_host import callback_state_keys
 from ..lightning_host import LOGGED_METRICS, RL_HOOKS, NotifyingCheckpointIO
-from .. import envwrap
 from ..ppo import RL_EVENTS
-from .ddp import _BATCHED_UNDER_DDP, _DDPSupport, _reset_end
 from ..rl_events import enter_fit, leave_fit
+from .ddp import _BATCHED_UNDER_DDP, _DDPSupport, _reset_end
 from .plain_module import PLAIN_MODULE_HOOKS, OwnModuleRun, _PlainModuleSupport, is_foreign
 from .shared import _AdapterBase, _adapters_of, _fresh, _shared_state, _SharedRunState
 from .trainer_view import LightningTrainerView, _restore_training_state
