@@ -20,12 +20,13 @@ from typing import Any
 
 import torch
 
-__all__ = ["CheckpointError", "TrainingCheckpoint", "read_training_checkpoint", "write_atomic", "is_url", "join_location",
-           "parent_location",
-           "LEGACY_FORMAT", "RL_STATE_KEY", "POLICY_PREFIX"]
+__all__ = ["CheckpointError", "TrainingCheckpoint", "read_training_checkpoint", "write_atomic", "is_url",
+           "join_location", "parent_location", "LEGACY_FORMAT", "RL_STATE_KEY", "RUN_INFO_KEY", "POLICY_PREFIX"]
 
 LEGACY_FORMAT = "fxai-legacy-checkpoint"
 RL_STATE_KEY = "fxai_rl_state"
+#: Lightning checkpoints: the run's target (``max_epochs``) and whether a callback stopped it.
+RUN_INFO_KEY = "fxai_run"
 #: The policy is the ``policy`` attribute of the Lightning module, so its keys carry this prefix there.
 POLICY_PREFIX = "policy."
 
@@ -44,6 +45,27 @@ class TrainingCheckpoint:
     run_cycles_done: int = 0
     #: ``"legacy"`` (written by ``LegacyTrainer``) or ``"lightning"`` (a Lightning ``.ckpt``).
     kind: str = "lightning"
+    #: The cycles the writing run was to train in all (``None``: not recorded, e.g. an older checkpoint).
+    target_cycles: int | None = None
+    #: A callback stopped the writing run (early stopping, pruning): it ended as planned.
+    stopped: bool = False
+    #: The writing run's periodic checkpoint cadence (``checkpoint_every``), if known.
+    checkpoint_every: int | None = None
+    #: Said by the checkpoint itself (continuous training's version info): the run had ended as planned.
+    finished: bool | None = None
+
+    @property
+    def interrupted(self) -> bool:
+        """The writing run had not finished when this file was its newest: fewer cycles than its target, no
+        callback stopped it, and a later periodic checkpoint was due before its end (a file written after the
+        last due checkpoint cannot tell a finished run from a killed one, and counts as finished). Loading it
+        continues that run to its target (``TrainConfig.cycles``); a finished run's file starts a new run."""
+        if self.finished is not None:
+            return not self.finished
+        if self.target_cycles is None or self.stopped or self.run_cycles_done >= self.target_cycles:
+            return False
+        every = self.checkpoint_every
+        return not every or (self.run_cycles_done // every + 1) * every <= self.target_cycles
 
 
 def is_url(path: str | os.PathLike) -> bool:
@@ -175,6 +197,10 @@ def _load_url(url: str) -> Any:
                               f"({type(exc).__name__}: {str(exc)[:160]}).") from None
 
 
+def _int_or_none(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
 def read_training_checkpoint(path: str | os.PathLike) -> TrainingCheckpoint:
     """Read a full training checkpoint written by either host."""
     data = load_weights_only(path)
@@ -182,8 +208,12 @@ def read_training_checkpoint(path: str | os.PathLike) -> TrainingCheckpoint:
     if not isinstance(data, dict):
         raise CheckpointError(f"{path} holds a {type(data).__name__}, not a training checkpoint.")
     if data.get("format") == LEGACY_FORMAT:
+        config = data.get("config") or {}
         return TrainingCheckpoint(path, data["model"], data.get("optimizer"), data["rl_state"],
-                                  data.get("callbacks", {}), int(data.get("run_cycles_done", 0)), kind="legacy")
+                                  data.get("callbacks", {}), int(data.get("run_cycles_done", 0)), kind="legacy",
+                                  target_cycles=_int_or_none(data.get("target_cycles", config.get("cycles"))),
+                                  stopped=bool(data.get("stopped", False)),
+                                  checkpoint_every=_int_or_none(config.get("checkpoint_every")))
     if "state_dict" in data and RL_STATE_KEY in data:
         model = {k[len(POLICY_PREFIX):]: v for k, v in data["state_dict"].items() if k.startswith(POLICY_PREFIX)}
         optimizers = data.get("optimizer_states") or [None]
@@ -194,8 +224,14 @@ def read_training_checkpoint(path: str | os.PathLike) -> TrainingCheckpoint:
         for key, state in (data.get("callbacks") or {}).items():
             if str(key).startswith("LegacyCallbackAdapter[") and isinstance(state, dict):
                 callbacks.update(state)
+        run = data.get(RUN_INFO_KEY) or {}
+        version = data.get("fxai_version_info") or {}
         return TrainingCheckpoint(path, model, optimizers[0], data[RL_STATE_KEY], callbacks,
-                                  int(loops.get("processed", loops.get("completed", 0))))
+                                  int(loops.get("processed", loops.get("completed", 0))),
+                                  target_cycles=_int_or_none(run.get("target_cycles", version.get("target_cycles"))),
+                                  stopped=bool(run.get("stopped", False)),
+                                  checkpoint_every=_int_or_none(run.get("checkpoint_every")),
+                                  finished=version.get("session_finished"))
     if data and all(isinstance(v, torch.Tensor) for v in data.values()):
         raise CheckpointError(f"{path} is a bare model state dict (as written by torch.save(model.state_dict())), "
                               f"not a full training checkpoint; load it with model.load_state_dict(torch.load(...)) "

@@ -50,7 +50,12 @@ class TrainConfig:
     n_steps: int = 128
     """Vector steps per cycle (the rollout holds ``n_steps * n_envs`` transitions)."""
     cycles: int = 20
-    """Cycles this run trains (a resumed run counts the cycles it already did)."""
+    """Cycles this run trains. A run started from a checkpoint, on any path (``resume_from``, ``ckpt_path``, a
+    legacy callback's ``trainer.load_checkpoint`` in ``on_training_start`` under either host, the native
+    ``continue_training``): if the checkpoint's run was *interrupted* (killed or crashed before its cycles, not
+    stopped by a callback) the new run finishes it, counting the cycles it already did (a 12-cycle run killed
+    after cycle 9 and run again ends at 12); if that run had *finished*, continuous training starts a new run of
+    ``cycles`` more (``resume_from``/``ckpt_path`` of a finished run have nothing left). See ``fxai_compat.resume``."""
     update_epochs: int = 4
     minibatch_size: int = 128
     lr: float = 3e-4

@@ -116,6 +116,8 @@ class EnvEventHub(Callback):
         if wrapper in self.wrappers:
             self.wrappers.remove(wrapper)
         wrapper._hub = wrapper._fast = None
+        if wrapper._began:  # its running episodes are announced again to the next run (e.g. a second fit)
+            wrapper._unannounced[:] = True
 
     # -- events -------------------------------------------------------------------------------------
     def steps_counted(self) -> None:
@@ -165,11 +167,18 @@ class EnvEventHub(Callback):
         if self.rollout_open:
             self.close_rollout()
 
+    def on_rl_update_start(self, trainer, pl_module, payload) -> None:
+        if self.rollout_open:  # a module announcing its updates (Level 3) starts one before its backward
+            self.close_rollout()
+
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self.last_eval_results = None
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         self.close_rollout()
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.close_rollout()  # steps taken after the last epoch's end (e.g. in the module's on_train_epoch_end)
 
     def on_validation_start(self, trainer, pl_module) -> None:
         if not trainer.sanity_checking:
@@ -211,8 +220,11 @@ class EnvEventHub(Callback):
         self.total_timesteps = state["total_timesteps"]
         self.num_episodes = state["num_episodes"]
         self._episodes_started = state["episodes_started"]
+        if not self.connected and self.live:
+            self.connect()  # a resume restores before the env's first use: on_checkpoint_loaded reads the counters
         if self.connected and self.counters is not None:
             self.counters.total_timesteps, self.counters.num_episodes = self.total_timesteps, self.num_episodes
+            self.counters.seen_step_end = True  # the trainer view reads these counters from now on
 
 
 def _mean(values: list) -> float:

@@ -17,7 +17,8 @@ How a wrapper finds its run (no help from the module):
   env held by the module's env runner or dataset is found too.
 * A wrapped env held elsewhere binds at its first ``reset``/``step`` inside ``fit``: the wrapper looks up
   the ``Trainer._run`` frame on the call stack (once per fit), else ``rl_events.active_trainer()``. The
-  hub connects to the run's shared ``RLEventBus`` at that first use, once every callback is set up.
+  hub connects to the run's shared ``RLEventBus`` at that first use, once every callback is set up (a
+  ``reset`` in a DataModule's ``setup``, before the adapters', is announced at the next use).
 * At the end of ``fit`` (``teardown``, or an exception) the hub unbinds every wrapper. Stepping a wrapped
   env outside ``fit`` passes through to the env and warns once (:class:`OutsideFitWarning`); so does stepping
   it in a ``DataLoader`` worker process (events cannot cross processes: use ``num_workers=0``).
@@ -155,6 +156,14 @@ def _running_fit() -> Any:
     return None
 
 
+def _callbacks_set_up(trainer: Any) -> bool:
+    """Whether every legacy adapter of ``trainer`` is set up (a DataModule's ``setup`` runs before theirs)."""
+    from .adapter import LegacyCallbackAdapter
+
+    return all(getattr(cb, "_trainer", None) is trainer and getattr(cb, "_shared", None) is not None
+               for cb in trainer.callbacks if isinstance(cb, LegacyCallbackAdapter))
+
+
 # -- the hub: one per trainer ------------------------------------------------------------------------
 def _fx_stats(info: Any, i: int | None) -> tuple[float, int, float]:
     """``pnl``, ``trades``, ``win_rate`` of a finished episode from the env's info (FX envs report
@@ -188,6 +197,7 @@ class _Binding:
         self._env_base = 0
         self._warned = False
         self._unannounced = np.zeros(n, dtype=bool)  # episodes begun (reset) but not yet announced
+        self._began = False  # reset at least once: its episodes run on into a later fit (see EnvEventHub.unbind)
 
     def _resolve(self, what: str) -> EnvEventHub | None:
         """The live, non-quiet hub to report to, binding first if needed; None = just forward."""
@@ -199,6 +209,8 @@ class _Binding:
                 return None
             hub = hub_of(trainer) or EnvEventHub(trainer, trainer.lightning_module)
             hub.bind(self)
+        if not _callbacks_set_up(hub.trainer):
+            return None  # e.g. a reset in a DataModule's setup: announced at the first use after on_training_start
         hub.connect()
         if hub.quiet:
             return None
@@ -254,6 +266,7 @@ class RLVectorEnvWrapper(_Binding, gymnasium.vector.VectorWrapper):
         mask = options.get("reset_mask") if isinstance(options, dict) else None
         which = np.ones(self._n, dtype=bool) if mask is None else np.array(mask, dtype=bool)
         out = self.env.reset(seed=seed, options=options)
+        self._began = True
         self._returns[which] = 0.0
         indices = np.flatnonzero(which).tolist()
         for i in indices:
@@ -383,6 +396,7 @@ class RLEnvWrapper(_Binding, gymnasium.Wrapper):
 
     def reset(self, *, seed=None, options=None):
         out = self.env.reset(seed=seed, options=options)
+        self._began = True
         self._return, self._length = 0.0, 0
         hub = self._fast
         if hub is None or not hub.live:

@@ -79,6 +79,9 @@ class LegacyTrainer:
         self.stop_training = False
         self.callbacks = callbacks if isinstance(callbacks, CallbackManager) else CallbackManager(list(callbacks), on_error=on_error)
         self.run_cycles_done = 0
+        #: The cycles this run trains in all: ``cycles``, or an interrupted run's own target when it is continued.
+        self.run_target = self.train_config.cycles
+        self._looping = False
         self.checkpoint_paths: list[str] = []
         self._config_view = MappingProxyType(self.train_config.to_dict())
 
@@ -109,20 +112,23 @@ class LegacyTrainer:
         write_atomic({"format": LEGACY_FORMAT, "model": self.core.policy.state_dict(),
                       "optimizer": self.optimizer.state_dict(), "rl_state": self.core.state_dict(),
                       "callbacks": {k: cb.state_dict() for k, cb in callback_state_keys(self.callbacks.callbacks).items()},
-                      "run_cycles_done": self.run_cycles_done, "config": self.train_config.to_dict()}, path)
+                      "run_cycles_done": self.run_cycles_done, "config": self.train_config.to_dict(),
+                      "target_cycles": self.run_target, "stopped": bool(self.stop_training)}, path)
         self._fire("on_checkpoint_saved", checkpoint_path=path)
         return path
 
     def load_checkpoint(self, path: str | os.PathLike) -> None:
         """Restore model, optimizer, counters and RNG/environment state, then fire ``on_checkpoint_loaded``.
 
-        Training continues from the loaded state for this run's ``cycles`` (a new run on old weights).
+        How many cycles follow is ``TrainConfig.cycles``'s one rule: a checkpoint of an *interrupted* run (killed
+        or crashed before its cycles, not stopped by a callback) continues that run, which ends at ``cycles`` in
+        all; a finished run's checkpoint starts a new run of ``cycles`` cycles on the loaded state.
         """
         self._restore(path, whole_run=False)
 
     # -- the loop ----------------------------------------------------------------------------------
     def train(self, resume_from: str | os.PathLike | None = None) -> "LegacyTrainer":
-        """Run ``config.cycles`` cycles (fewer if a callback asks to stop).
+        """Run ``config.cycles`` cycles (fewer if a callback asks to stop; see ``TrainConfig.cycles`` for resumes).
 
         ``resume_from`` continues an interrupted run from its checkpoint: counters, callback state
         and the number of cycles this run already did are restored.
@@ -133,8 +139,12 @@ class LegacyTrainer:
         if resume_from is not None:
             self._restore(resume_from, whole_run=True)
         self.core.start(sink)
-        while self.run_cycles_done < cfg.cycles and not self.stop_training:
-            self._run_cycle(sink)
+        self._looping = True
+        try:
+            while self.run_cycles_done < self.run_target and not self.stop_training:
+                self._run_cycle(sink)
+        finally:
+            self._looping = False
         self._fire("on_training_end")
         return self
 
@@ -169,7 +179,10 @@ class LegacyTrainer:
         self.core.load_state_dict(ckpt.rl_state)
         announce_resume(path, ckpt.rl_state)  # auto-resume and a callback's load (continuous training) alike
         if whole_run:
-            self.run_cycles_done = ckpt.run_cycles_done
+            self.run_cycles_done, self.run_target = ckpt.run_cycles_done, self.train_config.cycles
+        elif ckpt.interrupted and not self._looping:  # TrainConfig.cycles: an interrupted run is finished, not restarted
+            self.run_cycles_done, self.run_target = ckpt.run_cycles_done, ckpt.target_cycles
+        if whole_run:
             for key, cb in callback_state_keys(self.callbacks.callbacks).items():
                 if key in ckpt.callbacks:
                     cb.load_state_dict(ckpt.callbacks[key])

@@ -55,7 +55,7 @@ from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 from pytorch_lightning.strategies import DDPStrategy
 
-from .checkpoints import RL_STATE_KEY, is_url, parent_location, write_atomic
+from .checkpoints import RL_STATE_KEY, RUN_INFO_KEY, is_url, parent_location, write_atomic
 from .config import TrainConfig
 from .ppo import EVAL_KEYS, PPOCore
 from .resume_point import announce_resume
@@ -206,6 +206,11 @@ class PPOLightningModule(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = self.core.state_dict()
         checkpoint[RL_STATE_KEY] = state  # this process's (rank 0's): what single-process readers restore
+        trainer = self._trainer
+        if trainer is not None:  # whether a resume continues this run or starts a new one (TrainConfig.cycles)
+            target = trainer.max_epochs if trainer.max_epochs is not None and trainer.max_epochs >= 0 else None
+            checkpoint[RUN_INFO_KEY] = {"target_cycles": target, "stopped": bool(trainer.should_stop),
+                                        "checkpoint_every": int(getattr(self.config, "checkpoint_every", 0))}
         ranks = self._rank_states
         if ranks is not None and all(ranks[0][k] == state[k] for k in _MOMENT_KEYS):
             # Every rank's state as of the end of this cycle (not written for saves in the middle of a cycle,

@@ -270,13 +270,17 @@ def _declared(obj: Any, attr: str) -> frozenset[str] | None:
 def provided_events(pl_module: Any, depth: int = 4) -> frozenset[str]:
     """The RL events ``pl_module`` announces, as declared (never guessed from behaviour).
 
-    The module's own ``rl_events_provided`` (``PPOLightningModule``: all); plus what objects it holds
-    declare with ``fxai_rl_provides`` (an env wrapper), searched through attributes, lists, tuples and
+    The module's own ``rl_events_provided`` (``PPOLightningModule``: all); plus what objects it (or its
+    trainer's datamodule) holds declare with ``fxai_rl_provides`` (an env wrapper), searched through attributes, lists, tuples and
     dicts (of at most 64 items) up to ``depth`` levels (tensors and ``nn.Module`` children are not searched).
     """
     found = set(_declared(pl_module, PROVIDES_ATTR) or ())
     seen = {id(pl_module)}
     frontier: list[Any] = [pl_module]
+    datamodule = getattr(getattr(pl_module, "_trainer", None), "datamodule", None)
+    if datamodule is not None:  # an env kept by the trainer's LightningDataModule is the module's env too
+        seen.add(id(datamodule))
+        frontier.append(datamodule)
     for _ in range(depth):
         nxt: list[Any] = []
         for obj in frontier:

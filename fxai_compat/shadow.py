@@ -160,6 +160,7 @@ class ShadowMonitor(pl.Callback):
         self.mismatches = 0
         self.first_divergence: dict[str, Any] | None = None
         self.history: list[dict[str, Any]] = []
+        self._mismatched: dict[str, int] = {}
         self._last_cycle: int | None = None
         self._file = None
         self._decisions_written = 0
@@ -221,6 +222,7 @@ class ShadowMonitor(pl.Callback):
                 if what is None:
                     continue
                 self.mismatches += 1
+                self._mismatched[name] = self._mismatched.get(name, 0) + 1
                 record["detail"] = what
                 self._write(dict(record, kind="mismatch"))
                 if self.first_divergence is None:
@@ -242,11 +244,39 @@ class ShadowMonitor(pl.Callback):
             self._file.write(json.dumps(record, default=_json_default, allow_nan=True) + "\n")
             self._file.flush()
 
+    def unchecked(self) -> dict[str, list[str]]:
+        """Pairs this run did not prove: no per-cycle observables, or observables compared zero times."""
+        out = {}
+        for name, (pair, _, _) in self.pairs.items():
+            if not pair.observables:
+                out[name] = ["no per-cycle observables registered" + (
+                    "; fxai-compat parity proves it by a scenario" if getattr(pair, "check", None) else "")]
+            else:
+                never = [obs.name for obs in pair.observables if not self.compared.get(f"{name}.{obs.name}")]
+                if never:
+                    out[name] = [f"{obs} compared 0 times" for obs in never]
+        return out
+
+    def verdicts(self) -> dict[str, str]:
+        """Per pair: ``failing`` (a mismatch), ``unchecked`` (nothing compared) or ``proven``."""
+        from .parity.status import FAILING, PROVEN, UNCHECKED
+
+        failing = {d["callback"] for d in ([self.first_divergence] if self.first_divergence else [])}
+        failing |= {name for name in self.pairs if self._mismatched.get(name)}
+        unchecked = self.unchecked()
+        return {name: FAILING if name in failing else UNCHECKED if name in unchecked else PROVEN
+                for name in self.pairs}
+
     def summary(self) -> str:
+        from .parity.status import summary_line
+
         compared = sum(self.compared.values())
         decisions = [d for c in self.controls.values() for d in c.decisions]
-        head = (f"shadow mode: {len(self.pairs)} pair(s), {compared} comparisons, {self.mismatches} mismatch(es)"
+        unchecked = self.unchecked()
+        head = (f"shadow mode: {summary_line(self.verdicts())}; {len(self.pairs)} pair(s), {compared} comparisons, "
+                f"{self.mismatches} mismatch(es)"
                 + (f", {len(decisions)} control decision(s) recorded" if decisions else "")
+                + "".join(f"; {name} unchecked ({', '.join(why)})" for name, why in unchecked.items())
                 + f"; details in {self.mismatch_file}")
         if self.first_divergence is None:
             return head

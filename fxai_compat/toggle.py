@@ -57,12 +57,23 @@ class PortPair:
     """Adjusts options before building (e.g. turns a study name into a trial); both sides get the result."""
     prepare_options: tuple[str, ...] = ()
     """Options ``prepare`` consumes, accepted whichever side is built."""
+    check: Callable[..., Any] | None = None
+    """A port whose observables are not per-cycle values (files a run leaves, what a resumed run does) is proven
+    by a scenario: ``check(pair, config, options, workdir, trainer_kwargs) -> ParityResult`` runs each side
+    on its own and compares what they left. ``check_port_parity`` then calls it instead of shadow mode."""
 
     def native_factory(self) -> Callable[..., Any] | None:
         if isinstance(self.native, str):
             module, _, attr = self.native.partition(":")
             self.native = getattr(importlib.import_module(module), attr)
         return self.native
+
+    def scenario_check(self) -> Callable[..., Any] | None:
+        """``check``, imported when first used if given as ``"module:attr"``."""
+        if isinstance(self.check, str):
+            module, _, attr = self.check.partition(":")
+            self.check = getattr(importlib.import_module(module), attr)
+        return self.check
 
     def accepted(self, impl: str) -> tuple[str, ...]:
         if impl == "native" and self.native_options is not None:
@@ -95,13 +106,15 @@ _DECORATE = object()  # register_port's "native not given" marker: used as a dec
 def register_port(name: str, legacy: Callable[..., Any] | None = None,
                   native: Callable[..., Any] | str | None = _DECORATE,  # type: ignore[assignment]
                   *, observables: Mapping[str, Any] | Iterable[Observable] = (), replace: bool = False,
-                  native_options: Iterable[str] | None = None, prepare=None, prepare_options: Iterable[str] = ()):
+                  native_options: Iterable[str] | None = None, prepare=None, prepare_options: Iterable[str] = (),
+                  check: Callable[..., Any] | None = None):
     """Register a legacy/native pair under ``name``. As a decorator on the native class:
     ``@register_port("mine", legacy=MyLegacy, observables={...})``. ``native=None`` registers a
     callback that has no native port yet (``impl: legacy`` only).
 
     ``observables`` maps a name to ``(legacy_getter, native_getter)`` or
-    ``(legacy_getter, native_getter, tolerance)``, or is a list of :class:`Observable`.
+    ``(legacy_getter, native_getter, tolerance)``, or is a list of :class:`Observable`. ``check`` proves a
+    pair by a scenario instead (see :attr:`PortPair.check`).
     """
     def build(native_obj):
         if not replace and name in REGISTRY:
@@ -114,7 +127,7 @@ def register_port(name: str, legacy: Callable[..., Any] | None = None,
             obs.append(spec if isinstance(spec, Observable) else Observable(obs_name, *spec))
         REGISTRY[name] = PortPair(name, legacy, native_obj, tuple(obs),
                                   tuple(native_options) if native_options is not None else None, prepare,
-                                  tuple(prepare_options))
+                                  tuple(prepare_options), check)
         return native_obj
 
     # Why a marker and not ``native is None``: with None meaning "decorator", register_port("x", legacy=X,
@@ -363,13 +376,17 @@ def _native_checkpoint(save_dir, save_freq: int = 10, monitor: str = "episode_re
 
 
 def _native_wandb(project: str = "fxai", mode: str = "offline", dir=None, name=None, config=None,
-                  log_episodes: bool = True):
+                  log_episodes: bool = True, metric_names: str = "legacy"):
     """W&B natively is two parts: Lightning's ``WandbLogger`` (the run, metrics) and ``RLWandbCallback``
-    (episodes, histograms); the logger goes to the trainer's loggers."""
+    (episodes, histograms, the legacy-named metrics); the logger goes to the trainer's loggers.
+    ``metric_names: lightning`` (native only) logs Lightning's names instead of the legacy ones."""
     from .callbacks.wandb import RLWandbCallback, create_wandb_logger
 
-    logger = create_wandb_logger(project=project, mode=mode, dir=dir, name=name, config=config)
-    return RLWandbCallback(log_episodes=log_episodes), logger
+    # One mapping: create_wandb_logger's first parameter is named config (its options), so config= would not
+    # reach the run config.
+    logger = create_wandb_logger({"project": project, "mode": mode, "dir": dir, "name": name, "config": config,
+                                  "metric_names": metric_names})
+    return RLWandbCallback(log_episodes=log_episodes, metric_names=metric_names), logger
 
 
 def _prepare_optuna(options: dict[str, Any], ctx: BuildContext) -> dict[str, Any]:
@@ -400,23 +417,25 @@ def _register_builtin_ports() -> None:
     register_port("checkpoint", CheckpointCallback, _native_checkpoint,
                   observables={"best_cycle": (lambda cb: cb.best_cycle, lambda cb: cb.best_cycle),
                                "best_reward": (lambda cb: cb.best_reward, lambda cb: cb.best_reward)})
-    # Observables: none comparable in-process (the legacy run logs through wandb.log, the port through
-    # WandbLogger); the native tests compare the offline run files instead.
-    register_port("wandb", WandbCallback, _native_wandb)
+    # No per-cycle observables: each side writes an offline run, and the scenario reads both back (names, steps,
+    # values, config, summary).
+    register_port("wandb", WandbCallback, _native_wandb, check="fxai_compat.parity.wandb_check:check_wandb_port")
     register_port("evaluation", EvaluationCallback, "fxai_compat.callbacks.evaluation:EvaluationCallback",
                   observables={"history": (lambda cb: cb.history, lambda cb: cb.history),
                                "best_cycle": (lambda cb: cb.best_cycle, lambda cb: cb.best_cycle)},
                   native_options=("reward_threshold",))
-    # Versions count different things (legacy: saved checkpoints; native: training sessions), so there is
-    # no per-cycle observable; the native tests prove the resumed runs equal.
+    # No per-cycle observable: what continuous training does shows across runs. The scenario interrupts a run,
+    # reruns it twice on each side and compares what each session loaded, trained, kept and ended with.
     register_port("continuous_training", ContinuousTrainingCallback,
                   "fxai_compat.callbacks.continuous_training:ContinuousTrainingCallback",
-                  native_options=("checkpoint_dir", "keep_versions"))
+                  native_options=("checkpoint_dir", "keep_versions"),
+                  check="fxai_compat.parity.continuous_check:check_continuous_port")
     register_port("optuna", OptunaCallback, "fxai_compat.callbacks.optuna:OptunaPruningCallback",
                   observables={"reports": (lambda cb: [list(r) for r in cb.reports],
                                            lambda cb: [list(r) for r in cb.reports])},
                   native_options=("trial", "monitor"), prepare=_prepare_optuna,
-                  prepare_options=("study_name", "storage", "direction"))
+                  prepare_options=("study_name", "storage", "direction"),
+                  check="fxai_compat.parity.optuna_check:check_optuna_port")
 
 
 _register_builtin_ports()

@@ -72,11 +72,13 @@ def test_offline_run_holds_episodes_histograms_and_metrics_like_legacy(tmp_path)
     legacy = WandbCallback(project="fxai-test", mode="offline", dir=str(tmp_path / "legacy"))
     LegacyTrainer(cfg, [legacy]).train()
 
-    logger = create_wandb_logger({"project": "fxai-test", "mode": "offline", "dir": str(tmp_path / "native")})
+    # Lightning's metric names (the switch; the default, legacy names, is proven by tests/test_parity_wandb.py).
+    logger = create_wandb_logger({"project": "fxai-test", "mode": "offline", "dir": str(tmp_path / "native"),
+                                  "metric_names": "lightning"})
     log = EpisodeLog()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        fit(cfg, [log, RLWandbCallback(video_every_n_cycles=1)], logger=logger)
+        fit(cfg, [log, RLWandbCallback(video_every_n_cycles=1, metric_names="lightning")], logger=logger)
     logger.experiment.finish()
 
     native = read_history(tmp_path / "native")

@@ -12,16 +12,21 @@ from pathlib import Path
 import pytest
 
 from fxai_compat.cli import main
+from fxai_compat.parity import RARE_PATHS, parity_config
 from fxai_compat.parity.report import TABLE_COLUMNS, observable_series
 
 DEMO = Path(__file__).resolve().parent.parent / "examples" / "demo.yaml"
 BUILTIN = ["metrics", "checkpoint", "wandb", "evaluation", "continuous_training", "optuna"]
-#: The demo's callbacks section on a small run: evaluation and checkpoints due every other cycle.
-SMALL = ["cycles=4", "n_steps=32", "n_envs=2", "hidden_sizes=[16,16]", "episode_length=24", "update_epochs=2",
-         "minibatch_size=24", "eval_every=2", "eval_episodes=2", "checkpoint_every=2", "data_length=2000",
-         "callbacks.checkpoint.save_freq=2", "callbacks.metrics.window_size=5"]
+#: The demo's callbacks section on the small run ``fxai-compat parity`` runs by default (``RARE_PATHS``):
+#: evaluation and checkpoints due every other cycle, six cycles.
+SMALL = [f"{key}={json.dumps(value)}" for key, value in parity_config(**RARE_PATHS).to_dict().items()
+         if key != "checkpoint_dir"] + ["callbacks.checkpoint.save_freq=2", "callbacks.metrics.window_size=5"]
 PLOTS = ["port-metrics-window_stats", "port-checkpoint-best_cycle", "port-checkpoint-best_reward",
-         "port-evaluation-history", "port-evaluation-best_cycle", "port-optuna-reports",
+         "port-evaluation-history", "port-evaluation-best_cycle", "port-optuna-reports", "port-optuna-pruned_at",
+         "port-optuna-prune_reports",
+         *(f"port-wandb-{obs}" for obs in ("metric_names", "cycle_metrics", "episodes", "config", "summary")),
+         *(f"port-continuous_training-{obs}" for obs in ("resumed_from", "cycles_trained", "cycles_total",
+                                                         "newest_version", "weights")),
          *(f"trace-{name}-events" for name in BUILTIN)]
 
 
@@ -43,11 +48,12 @@ def parse_table(out: str) -> list[dict[str, str]]:
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
-    """One real ``fxai-compat parity --config examples/demo.yaml --out DIR`` (small train settings)."""
+    """One real ``fxai-compat parity --config examples/demo.yaml --out DIR --require-all`` (small train settings):
+    what CI runs for the six built-ins (an unchecked port fails it)."""
     out = tmp_path_factory.mktemp("parity") / "report"
     buffer = io.StringIO()
     with contextlib.redirect_stdout(buffer):  # capsys is function-scoped
-        code = main(["parity", "--config", str(DEMO), *sets(SMALL), "--out", str(out)])
+        code = main(["parity", "--config", str(DEMO), *sets(SMALL), "--out", str(out), "--require-all"])
     return code, buffer.getvalue(), out
 
 
@@ -59,27 +65,40 @@ def test_all_six_builtin_callbacks_pass_trace_and_port_parity_on_the_demo_config
     for name, row in rows.items():
         assert row["trace_parity"] == "ok" and int(row["events_compared"]) > 0, row
         assert row["first_divergence"] == "", row
-        if name in ("wandb", "continuous_training"):  # nothing comparable: said so, not passed off as "ok"
-            assert row["observables_compared"] == "no observables registered" and row["port_parity"] == "n/a"
-        else:
-            assert row["port_parity"] == "ok" and int(row["observables_compared"]) >= 4, row
-    assert "parity: all 6 ok" in out
+        assert row["port_parity"] == "ok" and row["status"] == "proven", row
+        assert int(row["observables_compared"].split()[0]) >= 4, row
+        # named counts: every observable of the pair was compared at least once
+        named = dict(part.rsplit(" ", 1) for part in row["observables_compared"].split(" (", 1)[1][:-1].split(", "))
+        assert named and all(int(n) >= 1 for n in named.values()), row
+    assert "parity: 6/6 proven, 0 unchecked, 0 failing" in out
+
+
+def test_the_default_config_reaches_the_rare_paths(demo_run):
+    _, _, folder = demo_run
+    summary = json.loads((folder / "parity.json").read_text())
+    reached = {row["name"]: row["reached"] for row in summary["callbacks"]}
+    assert reached["checkpoint"]["best improvements"] >= 3
+    assert reached["evaluation"]["evaluations"] >= 3
+    assert reached["optuna"]["prunes"] >= 1
+    assert reached["continuous_training"]["resumes"] >= 1
+    assert reached["continuous_training"]["sessions killed by SIGKILL"] == 1
+    assert reached["wandb"]["W&B rows read back"] >= 6
 
 
 def test_the_json_summary_agrees_with_the_printed_table(demo_run):
     _, out, folder = demo_run
     summary = json.loads((folder / "parity.json").read_text())
     assert summary["table"] == parse_table(out)
-    assert summary["ok"] is True and summary["train"]["cycles"] == 4 and summary["config"] == str(DEMO)
+    assert summary["ok"] is True and summary["train"]["cycles"] == 6 and summary["config"] == str(DEMO)
     for row, detail in zip(summary["table"], summary["callbacks"]):
         assert detail["name"] == row["callback"]
         assert str(detail["trace"]["compared"]) == row["events_compared"]
         assert all(a == b for a, b in detail["trace"]["counts"].values())
         if row["port_parity"] == "ok":
-            assert str(detail["port"]["compared"]) == row["observables_compared"]
+            assert str(detail["port"]["compared"]) == row["observables_compared"].split()[0]
             assert len(detail["port"]["history"]) == detail["port"]["compared"]
     evaluation = next(d for d in summary["callbacks"] if d["name"] == "evaluation")
-    assert [h["legacy"] for h in evaluation["port"]["history"] if h["observable"] == "history"][-1][-1]["cycle"] == 3
+    assert [h["legacy"] for h in evaluation["port"]["history"] if h["observable"] == "history"][-1][-1]["cycle"] == 5
 
 
 def test_out_writes_non_trivial_plots(demo_run):
@@ -110,7 +129,7 @@ def test_a_broken_port_fails_the_command_with_the_divergence_in_its_row(broken_p
     assert row["callback"] == "metrics_broken" and row["trace_parity"] == "ok" and row["port_parity"] == "FAILED"
     assert row["first_divergence"].startswith("port: cycle ") and "window_stats" in row["first_divergence"]
     assert "port parity of metrics_broken: FAILED" in out and ">>" in out  # the rendered diff, with context
-    assert "parity: FAILED for metrics_broken" in out
+    assert "parity: 0/1 proven, 0 unchecked, 1 failing (failing: metrics_broken)" in out
     summary = json.loads((tmp_path / "parity.json").read_text())
     assert summary["ok"] is False and summary["table"] == [row]
     assert (tmp_path / "port-metrics_broken-window_stats.png").is_file()
@@ -155,3 +174,27 @@ def test_plot_series_of_list_observables():
     stats = [{"cycle": c, "legacy": {"reward_window_mean": float(c), "n": {"x": 1.0}}, "native": {}} for c in range(3)]
     assert observable_series(stats, "legacy")[0] == {"reward_window_mean": [(0.0, 0.0), (1.0, 1.0), (2.0, 2.0)],
                                                       "n.x": [(0.0, 1.0), (1.0, 1.0), (2.0, 1.0)]}
+
+
+def test_residual_plots_tell_a_small_drift_from_a_large_one(tmp_path):
+    import matplotlib.image as mpimg
+    import numpy as np
+
+    from fxai_compat.parity.plots import plot_observable, residual_series
+
+    def history(drift):
+        return [{"cycle": c, "observable": "v", "legacy": {"r": float(c)}, "native": {"r": c + drift * c},
+                 "ok": drift * c <= 1e-6} for c in range(4)]
+
+    legacy, native = observable_series(history(1e-2), "legacy")[0], observable_series(history(1e-2), "native")[0]
+    assert [round(y, 6) for _, y in residual_series(legacy, native)["r"]] == [0.0, 0.01, 0.02, 0.03]
+    assert residual_series({"r": [(0, float("nan"))]}, {"r": [(0, float("nan"))]})["r"] == [(0, 0.0)]
+
+    images = {}
+    for drift in (1e-7, 1e-2):
+        path = plot_observable(tmp_path / f"{drift}.png", "x", "v", history(drift), tolerance=1e-6)
+        images[drift] = mpimg.imread(path)[..., :3]
+    assert images[1e-7].shape == images[1e-2].shape and images[1e-7].shape[1] >= 1000  # overlay and residual
+    red = {d: int(((img[..., 0] > 0.85) & (img[..., 1] < 0.2) & (img[..., 2] < 0.2)).sum()) for d, img in images.items()}
+    assert red[1e-7] == 0 < red[1e-2]  # the drift outside the band is marked (and titled) in red
+    assert not np.array_equal(images[1e-7], images[1e-2])

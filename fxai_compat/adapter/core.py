@@ -562,8 +562,6 @@ class LegacyCallbackAdapter(_AdapterBase, _DDPSupport, _PlainModuleSupport, Call
         self._dispatch_hook("on_before_optimizer_step")
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if self._own is not None:
-            self._own.batch_loss = math.nan
         self._dispatch_hook("on_train_batch_start")
 
     def on_before_backward(self, trainer, pl_module, loss) -> None:

@@ -54,7 +54,8 @@ The ``metrics`` dict (``on_metrics_computed`` / ``on_cycle_complete``) of a cycl
 module logged during the epoch's training and validation, under its logged name, as a plain float (the
 epoch-reduced value for ``on_epoch`` logging, else the latest); ``cycle`` (the epoch); the legacy keys of
 ``metric_keys`` (legacy key -> logged name; default :data:`FOREIGN_METRIC_KEYS`); ``loss``, if not logged,
-as the mean of the epoch's optimizer steps' backward losses; once env steps or episodes are announced
+as the mean of the epoch's optimizer steps' losses (a step's loss: the backward losses since the
+previous step, summed, so with ``accumulate_grad_batches=k`` the mean of the k batches' losses); once env steps or episodes are announced
 (Level 2 or 3), the exact legacy keys the announced episodes give (these win over logged values of the
 same name); on cycles with validation, ``eval_episode_reward_mean`` and ``eval_win_rate`` (see
 ``eval_results``); and every other key of the contract's ``metrics`` as NaN, so that legacy callbacks
@@ -70,7 +71,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..checkpoints import load_weights_only
-from ..env_hub import hub_of
+from ..env_hub import ENV_RL_EVENTS, hub_of
 from ..events import RL_SOURCE
 from ..lightning_host import LOGGED_METRICS
 from ..ppo import METRIC_KEYS, PPOCore
@@ -145,6 +146,10 @@ def _logged_this_loop(results: Any, callback_metrics: Mapping[str, Any]) -> dict
     return out
 
 
+#: The update_end payload keys whose cycle means are the contract's ``metrics`` of the same names.
+_LOSS_KEYS = ("loss", "policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction")
+
+
 class OwnModuleRun:
     """Level-1 derivation and Level-2/3 bookkeeping for one adapter in a module without ``core``."""
 
@@ -165,15 +170,27 @@ class OwnModuleRun:
         self.cycle_updates = 0     # optimizer steps this epoch (minibatch)
         self.cycle_epoch = -1
         self.batch_loss = _NAN
+        self._loss_taken = False  # an optimizer step has reported batch_loss (the next backward starts anew)
         self.cycle_loss_sum, self.cycle_loss_count = 0.0, 0
         self.val_logged: dict[str, Any] | None = None
         self._handles: list[Any] = []
         self._update_info: dict[str, Any] | None = None
+        self._warn_pending = False  # check_unprovided's warning, due at on_train_start
+        self._announced_epoch, self._announced_losses = -1, {}  # announced update_end losses: key -> (sum, n)
 
     # -- set-up --------------------------------------------------------------------------------
-    def check_unprovided(self, error: bool) -> None:
+    def check_unprovided(self, error: bool, deferred: bool = False) -> None:
         """A legacy callback listening to an env-level event the module does not announce: say so at setup
-        (a warning; an error for a shadow-mode control, whose comparison would be meaningless)."""
+        (an error for a shadow-mode control, whose comparison would be meaningless), or as a warning at
+        ``on_train_start``, once an env wrapped in the module's own ``setup()`` is bound too."""
+        if not error and not deferred:
+            self._warn_pending = True
+            return
+        if deferred:
+            self._warn_pending = False
+            self.provided = self.provided | provided_events(self.module)
+            if self._env_rollouts():
+                self.provided = self.provided | frozenset(ENV_RL_EVENTS)
         for event, route in self.adapter.routes.items():
             if route.kind != RL_SOURCE or route.source in self.provided or route.source in LEVEL1_DERIVED:
                 continue
@@ -185,9 +202,26 @@ class OwnModuleRun:
                 raise MissingRLEventError(message)
             warnings.warn(message, stacklevel=2)
 
+    def _intercept(self, event: str, before: Any) -> None:
+        """Call ``before(payload)`` ahead of this adapter's delivery of the announced RL ``event``."""
+        hook = RL_HOOKS[event]
+        inner = getattr(self.adapter, hook, None)
+
+        def intercepted(trainer: Any, pl_module: Any, payload: Any) -> None:
+            before(payload)
+            if inner is not None:
+                inner(trainer, pl_module, payload)
+
+        setattr(self.adapter, hook, intercepted)
+
     def configure_rl_listeners(self) -> None:
-        """Open the epoch's rollout at the first announced env step if that comes before the epoch starts
-        (Lightning fetches the first batch of an ``IterableDataset`` before ``on_train_epoch_start``)."""
+        """Close a derived rollout before an announced update starts; average announced updates' losses for
+        ``metrics``; open the epoch's rollout at the first announced env step if that comes before the epoch
+        starts (Lightning fetches the first batch of an ``IterableDataset`` before ``on_train_epoch_start``)."""
+        if "update_start" in self.provided and "rollout_end" in self.derived:
+            self._intercept("update_start", lambda payload: self.close_rollout("training (RL event update_start)"))
+        if "update_end" in self.provided:
+            self._intercept("update_end", self._announced_update_end)
         if "rollout_start" not in self.derived and "rollout_end" not in self.derived:
             return
         event = next((e for e in ("step_start", "step_end") if e in self.provided), None)
@@ -205,6 +239,16 @@ class OwnModuleRun:
 
         setattr(self.adapter, hook, open_then_deliver)
 
+    def _announced_update_end(self, payload: Any) -> None:
+        epoch = self.trainer.current_epoch
+        if epoch != self._announced_epoch:
+            self._announced_epoch, self._announced_losses = epoch, {}
+        for key in _LOSS_KEYS:
+            value = payload.get(key) if isinstance(payload, Mapping) else None
+            if isinstance(value, (int, float)):
+                total, n = self._announced_losses.get(key, (0.0, 0))
+                self._announced_losses[key] = (total + float(value), n + 1)
+
     # -- counters ------------------------------------------------------------------------------
     def counters(self):
         bus = RLEventBus.existing(self.trainer)
@@ -214,10 +258,16 @@ class OwnModuleRun:
         return getattr(own, "counters", None)
 
     # -- rollouts --------------------------------------------------------------------------------
+    def _env_rollouts(self) -> bool:
+        """A training env wrapped with ``wrap_env`` is bound to this run (perhaps only after setup, e.g. made in
+        the module's ``setup``): its rollout events replace Level 1's."""
+        hub = hub_of(self.trainer)
+        return hub is not None and hub.n_train_envs > 0
+
     def open_rollout(self, hook: str) -> None:
         epoch = self.trainer.current_epoch
         self.cycle = epoch
-        if self.rollout_open or self.rollout_epoch == epoch:
+        if self.rollout_open or self.rollout_epoch == epoch or self._env_rollouts():
             return
         self.rollout_open, self.rollout_epoch = True, epoch
         if "rollout_start" not in self.derived and "rollout_end" not in self.derived:
@@ -250,6 +300,8 @@ class OwnModuleRun:
         loop), i.e. the epoch before the one Lightning continues with; then listen to the optimizers."""
         trainer = self.trainer
         self.cycle = max(trainer.current_epoch - 1, 0) if trainer.ckpt_path else trainer.current_epoch
+        if self._warn_pending:
+            self.check_unprovided(error=False, deferred=True)
         self.attach_optimizers(trainer.optimizers)
 
     def attach_optimizers(self, optimizers: list[Any]) -> None:
@@ -289,7 +341,7 @@ class OwnModuleRun:
         info, self._update_info = self._update_info, None
         self.updates += 1
         self.cycle_updates += 1
-        loss = self.batch_loss
+        loss, self._loss_taken = self.batch_loss, True
         if not math.isnan(loss):
             self.cycle_loss_sum += loss
             self.cycle_loss_count += 1
@@ -299,10 +351,15 @@ class OwnModuleRun:
                 "approx_kl": _NAN, "clip_fraction": _NAN})
 
     def record_backward(self, loss: Any) -> None:
+        """The loss the next optimizer steps apply: the sum of the backward losses since a step last took it
+        (with ``accumulate_grad_batches=k`` Lightning backpropagates loss/k per batch, so the sum is the
+        batches' mean; two optimizers stepped after one backward both report it)."""
         try:
-            self.batch_loss = float(loss.detach()) if hasattr(loss, "detach") else float(loss)
+            value = float(loss.detach()) if hasattr(loss, "detach") else float(loss)
         except (TypeError, ValueError, RuntimeError):  # a non-scalar loss: no single number to report
-            self.batch_loss = _NAN
+            value = _NAN
+        fresh = self._loss_taken or math.isnan(self.batch_loss)
+        self.batch_loss, self._loss_taken = (value if fresh else self.batch_loss + value), False
 
     # -- validation and metrics ----------------------------------------------------------------------
     def validation_done(self) -> None:
@@ -337,6 +394,9 @@ class OwnModuleRun:
             results = self.eval_results()
             out["eval_episode_reward_mean"] = results["episode_reward_mean"]
             out["eval_win_rate"] = results["win_rate"]
+        if self._announced_epoch == trainer.current_epoch:  # Level 3: the means of the announced updates' losses
+            for key, (total, n) in self._announced_losses.items():
+                out.setdefault(key, total / n)
         if "loss" not in out and self.cycle_loss_count and self.cycle_epoch == trainer.current_epoch:
             out["loss"] = self.cycle_loss_sum / self.cycle_loss_count  # the mean over the cycle's updates
         counters = self.counters()

@@ -12,9 +12,10 @@ from typing import Any
 import pytorch_lightning as pl
 
 from .. import lightning_host
-from ..checkpoints import load_weights_only, read_training_checkpoint
+from ..checkpoints import TrainingCheckpoint, load_weights_only, read_training_checkpoint
 from ..lightning_host import NotifyingCheckpointIO
 from ..resume_point import announce_resume
+from ..resume import continue_interrupted_run
 from .plain_module import is_foreign, restore_foreign_module
 from .shared import _adapters_of, _shared_state
 
@@ -119,7 +120,8 @@ class LightningTrainerView:
         if is_foreign(self._module):
             restore_foreign_module(trainer, self._module, str(path))
         else:
-            _restore_training_state(trainer, self._module, str(path))
+            ckpt = _restore_training_state(trainer, self._module, str(path))
+            continue_interrupted_run(trainer, ckpt)  # TrainConfig.cycles: an interrupted run is finished, not restarted
         # Every legacy callback of the trainer hears about it (the legacy trainer fires to all of them),
         # not only those wrapped by the adapter whose callback called load_checkpoint.
         shared = _shared_state(trainer)
@@ -135,7 +137,7 @@ class LightningTrainerView:
         return f"<LightningTrainerView cycle={self.cycle} total_timesteps={self.total_timesteps}>"
 
 
-def _restore_training_state(trainer: "pl.Trainer", module: "pl.LightningModule", path: str) -> None:
+def _restore_training_state(trainer: "pl.Trainer", module: "pl.LightningModule", path: str) -> TrainingCheckpoint:
     """Model, optimizer and RL state (this rank's, when a DDP checkpoint holds one per rank) from ``path``."""
     ckpt = read_training_checkpoint(path)
     getattr(module, "policy", module).load_state_dict(ckpt.model)
@@ -156,3 +158,4 @@ def _restore_training_state(trainer: "pl.Trainer", module: "pl.LightningModule",
         core.load_state_dict(state)
     if trainer.is_global_zero:
         announce_resume(path, ckpt.rl_state)  # a legacy callback's load (continuous training) says where, too
+    return ckpt

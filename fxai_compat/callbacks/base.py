@@ -72,18 +72,29 @@ def is_rl_noop(hook: Any) -> bool:
 class RLCallback(pl.Callback):
     """Base class of native RL callbacks: Lightning's hooks plus the eight RL-protocol hooks (no-ops).
 
-    At setup it checks that the module announces every RL event the callback overrides a hook for
+    At setup (at ``on_fit_start`` for a module with its own ``setup()``, which may wrap its environment
+    there) it checks that the module announces every RL event the callback overrides a hook for
     (``fxai_compat.rl_events.provided_events``): in a user's own module that does not, it raises
     :class:`MissingRLEventError` naming the event and the level of "bring your own module" that would
     provide it, instead of letting the callback silently see nothing. Subclasses that override
-    ``setup`` call ``super().setup(...)``.
+    ``setup`` or ``on_fit_start`` call ``super()``'s.
     """
 
     def setup(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
-        if stage != "fit":
-            return
+        self._fxai_events_checked = stage != "fit"
+        # A module with its own setup() may wrap its environment there, after the callbacks' setup:
+        # its check waits for on_fit_start (still before any training); others are refused now.
+        if stage == "fit" and type(pl_module).setup is pl.LightningModule.setup:
+            self._check_provided_events(pl_module)
+
+    def on_fit_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        if not getattr(self, "_fxai_events_checked", True):
+            self._check_provided_events(pl_module)
+
+    def _check_provided_events(self, pl_module: "pl.LightningModule") -> None:
         from ..rl_events import RL_HOOKS, provided_events, unprovided_message
 
+        self._fxai_events_checked = True
         provided = provided_events(pl_module)
         for event, hook in RL_HOOKS.items():
             if event not in provided and not is_rl_noop(getattr(self, hook, None)):

@@ -1,8 +1,23 @@
 """Weights & Biases for RL runs: ``create_wandb_logger`` (Lightning's ``WandbLogger``) and ``RLWandbCallback``.
 
-The native port of ``legacy_callbacks.WandbCallback``. The per-cycle metrics reach W&B through
-Lightning's logger (everything the module and the callbacks ``self.log``, e.g.
-``train/episode_reward_mean``), so the callback only adds what a logger cannot see:
+The native port of ``legacy_callbacks.WandbCallback``.
+
+**Metric names.** By default (``metric_names="legacy"``) the run looks like the legacy callback's, so
+dashboards built on legacy runs keep working: the cycle's metrics are logged under the legacy names
+(``episode_reward_mean``, ``eval_episode_reward_mean``, ``approx_kl``, ...), exact values, in one
+``run.log`` per cycle after that cycle's ``episode/reward``/``episode/length`` rows (so ``_step`` numbers
+the same rows), and the run config is the legacy one (the train config, then the ``config`` option).
+The logger from ``create_wandb_logger`` drops Lightning's copies of those metrics (``train/*``,
+``val/*``, ``epoch``); anything else logged with ``self.log`` (a native ``MetricsCallback``'s ``metrics/*``,
+``val/best_episode_reward_mean``, ``training/version``) joins the cycle's row, so no row is added and
+``_step`` stays the legacy one. The W&B port itself adds only ``charts/*`` (and ``videos/*``) keys, in the
+cycle's row (:data:`ADDED_METRICS`). ``fxai-compat
+parity`` reads both offline runs back and proves it. ``metric_names="lightning"`` (on both the logger
+and the callback) logs Lightning's names instead: ``train/episode_reward_mean``, ``val/...``,
+``trainer/global_step`` (the x-axis), histograms in rows of their own; dashboards must then be rebuilt.
+
+In ``lightning`` mode the per-cycle metrics reach W&B through Lightning's logger (everything the module
+and the callbacks ``self.log``), so the callback only adds what a logger cannot see:
 
 * ``episode/reward`` and ``episode/length`` of every finished episode (as the legacy callback logs
   them), buffered during the cycle and written at its end (the hot path is a list append);
@@ -14,13 +29,13 @@ Lightning's logger (everything the module and the callbacks ``self.log``, e.g.
   optional); without it, one warning and no videos.
 
 Runs are offline by default (no network, no API key; files under ``<dir>/wandb/offline-run-*``).
-Lightning's ``WandbLogger`` does not finish the run after ``fit`` and a new ``WandbLogger`` reuses
-a run still in progress: call ``logger.experiment.finish()`` (or ``wandb.finish()``) between runs of
-one process. Under DDP only global rank 0 logs (its own actions; episodes of rank 0).
+Lightning's ``WandbLogger`` does not finish the run after ``fit``: call ``logger.experiment.finish()``
+when the run is done (a plain ``WandbLogger`` would even reuse a run left in progress; the logger of
+``create_wandb_logger`` always starts its own). Under DDP only global rank 0 logs (its own actions; episodes of rank 0).
 
 >>> logger = create_wandb_logger({"project": "fxai", "mode": "offline"})  # wandb.init runs lazily, in fit
->>> type(logger).__name__
-'WandbLogger'
+>>> type(logger).__name__, isinstance(logger, WandbLogger), logger.metric_names
+('RLWandbLogger', True, 'legacy')
 >>> create_wandb_logger({"mode": "offline", "log_model": True})
 Traceback (most recent call last):
 ...
@@ -39,13 +54,100 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import WandbLogger
+from pytorch_lightning.loggers.logger import rank_zero_experiment
 
 from .base import RLCallback
 
-__all__ = ["create_wandb_logger", "RLWandbCallback", "episode_frames", "WANDB_MODES"]
+__all__ = ["create_wandb_logger", "RLWandbCallback", "RLWandbLogger", "episode_frames", "WANDB_MODES",
+           "METRIC_NAMES", "ADDED_METRICS"]
 
 WANDB_MODES = ("offline", "online", "disabled")
-_LOGGER_OPTIONS = ("project", "name", "mode", "dir", "config", "tags", "notes", "group", "log_model", "id")
+#: ``legacy`` (default: the legacy callback's names and rows) or ``lightning`` (Lightning's names).
+METRIC_NAMES = ("legacy", "lightning")
+#: Prefixes of what the native port logs beyond the legacy callback's metrics (in either mode).
+ADDED_METRICS = ("charts/", "videos/")
+_LOGGER_OPTIONS = ("project", "name", "mode", "dir", "config", "tags", "notes", "group", "log_model", "id",
+                   "metric_names")
+
+
+def _check_metric_names(value: str, who: str) -> str:
+    if value not in METRIC_NAMES:
+        raise ValueError(f"{who} metric_names must be one of {', '.join(map(repr, METRIC_NAMES))}; got {value!r}.")
+    return value
+
+
+def _lightning_names() -> frozenset[str]:
+    """Lightning's copies of the legacy metrics (``train/*``, ``val/*``) and its ``epoch``: dropped by the logger
+    in ``legacy`` mode, where the callback logs the legacy names itself."""
+    from ..lightning_host import _EVAL_LOGGED, LOGGED_METRICS
+
+    return frozenset([*LOGGED_METRICS.values(), *_EVAL_LOGGED.values(), "epoch"])
+
+
+class RLWandbLogger(WandbLogger):
+    """Lightning's ``WandbLogger`` with a ``metric_names`` mode (see the module docstring). In ``legacy`` mode
+    it logs no Lightning copies of the legacy metrics, no hyperparameters (the run config is the legacy one,
+    set by ``RLWandbCallback``) and sets no ``trainer/global_step`` x-axis; ``lightning`` mode is ``WandbLogger``."""
+
+    def __init__(self, *args: Any, metric_names: str = "legacy", **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.metric_names = _check_metric_names(metric_names, "create_wandb_logger")
+        self._dropped = _lightning_names() if metric_names == "legacy" else frozenset()
+        self._row: dict[str, Any] | None = None  # the cycle's legacy row, until the epoch's metrics join it
+        self._early: dict[str, Any] = {}  # metrics logged during the cycle (validation), for its row
+
+    @property
+    @rank_zero_experiment
+    def experiment(self):  # noqa: D401 - WandbLogger's property, with two differences
+        """The logger's own W&B run. Unlike ``WandbLogger`` it never takes over a run another callback or logger
+        left open in this process (it starts a new one, as the legacy callback does), and in ``legacy`` mode it
+        sets no ``trainer/global_step`` x-axis (``define_metric`` would add that key to every row)."""
+        if self._experiment is None:
+            import wandb
+
+            from legacy_callbacks.wandb_callback import _reinit_value
+
+            self._experiment = wandb.init(**{**self._wandb_init, "reinit": _reinit_value(wandb)})
+            if self.metric_names == "lightning" and getattr(self._experiment, "define_metric", None):
+                self._experiment.define_metric("trainer/global_step")
+                self._experiment.define_metric("*", step_metric="trainer/global_step", step_sync=True)
+        return self._experiment
+
+    def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
+        if self.metric_names == "lightning":
+            super().log_metrics(metrics, step)
+            return
+        # Legacy rows: Lightning's copies dropped; the rest joins the cycle's row (staged by RLWandbCallback at the
+        # end of the cycle, before Lightning logs the epoch's metrics), never a row of its own.
+        kept = {k: v for k, v in metrics.items() if k not in self._dropped}
+        if self._row is not None:
+            self._row.update(kept)
+            self.flush_row()
+        else:
+            self._early.update(kept)
+
+    def stage_row(self, row: Mapping[str, Any]) -> None:
+        """The cycle's legacy row: sent with what Lightning logs at the end of the epoch (or at the next flush)."""
+        self.flush_row()
+        self._row = {**row, **self._early}
+        self._early = {}
+
+    def flush_row(self) -> None:
+        """Send the staged row, if any."""
+        row, self._row = self._row, None
+        if row:
+            self.experiment.log(row)
+
+    def finalize(self, status: str) -> None:
+        self.flush_row()
+        if self._early and self.metric_names == "legacy":
+            early, self._early = self._early, {}
+            self.experiment.log(early)
+        super().finalize(status)
+
+    def log_hyperparams(self, params: Any) -> None:
+        if self.metric_names == "lightning":
+            super().log_hyperparams(params)
 
 
 def create_wandb_logger(config: Mapping[str, Any] | None = None, **options: Any) -> WandbLogger:
@@ -53,7 +155,8 @@ def create_wandb_logger(config: Mapping[str, Any] | None = None, **options: Any)
 
     Options: ``project`` (default ``"fxai"``), ``name``, ``mode`` (``"offline"`` default, ``"online"``,
     ``"disabled"``), ``dir`` (where ``wandb/`` goes, default the working directory), ``config``
-    (extra run config), ``tags``, ``notes``, ``group``, ``id``, ``log_model`` (online only).
+    (extra run config), ``tags``, ``notes``, ``group``, ``id``, ``log_model`` (online only),
+    ``metric_names`` (``"legacy"`` default, or ``"lightning"``; give ``RLWandbCallback`` the same).
     The mode is passed to ``wandb.init`` for this run only: unlike ``WandbLogger(offline=True)``, it
     does not set ``WANDB_MODE`` for the whole process.
     """
@@ -77,9 +180,9 @@ def create_wandb_logger(config: Mapping[str, Any] | None = None, **options: Any)
     if directory is not None:
         os.makedirs(directory, exist_ok=True)
     init_kwargs = {key: merged[key] for key in ("tags", "notes", "group", "config") if merged.get(key) is not None}
-    return WandbLogger(project=merged.get("project", "fxai"), name=merged.get("name"), id=merged.get("id"),
-                       save_dir=os.fspath(directory) if directory is not None else ".", log_model=log_model,
-                       mode=mode, **init_kwargs)
+    return RLWandbLogger(project=merged.get("project", "fxai"), name=merged.get("name"), id=merged.get("id"),
+                         save_dir=os.fspath(directory) if directory is not None else ".", log_model=log_model,
+                         mode=mode, metric_names=merged.get("metric_names", "legacy"), **init_kwargs)
 
 
 class RLWandbCallback(RLCallback):
@@ -91,11 +194,14 @@ class RLWandbCallback(RLCallback):
         video_every_n_cycles: log a greedy episode's video every this many cycles (``None``: never).
         video_max_steps: at most this many frames per video.
         video_fps: frames per second of the video.
+        metric_names: ``"legacy"`` (default): the legacy callback's metric names, rows and run config;
+            ``"lightning"``: Lightning's names (see the module docstring). Give the logger the same.
     """
 
     def __init__(self, log_episodes: bool = True, histograms: bool = True, video_every_n_cycles: int | None = 10,
-                 video_max_steps: int = 200, video_fps: int = 30):
+                 video_max_steps: int = 200, video_fps: int = 30, metric_names: str = "legacy"):
         super().__init__()
+        self.metric_names = _check_metric_names(metric_names, "RLWandbCallback")
         if video_every_n_cycles is not None and (isinstance(video_every_n_cycles, bool)
                                                  or not isinstance(video_every_n_cycles, int) or video_every_n_cycles < 1):
             raise ValueError(f"RLWandbCallback video_every_n_cycles must be None or a positive int; "
@@ -131,10 +237,26 @@ class RLWandbCallback(RLCallback):
             raise ValueError(f"RLWandbCallback logs to the trainer's WandbLogger, but the trainer has none "
                              f"(loggers: {names}). Pass logger=create_wandb_logger(...) to fit() or the Trainer.")
         self._logger = loggers[0]
+        names = getattr(self._logger, "metric_names", None)
+        if names is not None and names != self.metric_names:
+            raise ValueError(f"RLWandbCallback(metric_names={self.metric_names!r}) and its logger's metric_names={names!r} "
+                             f"differ; pass create_wandb_logger(metric_names={self.metric_names!r}).")
+        if names is None and self.metric_names == "legacy":
+            self._warn_once("plain", "RLWandbCallback logs the legacy metric names, and this plain WandbLogger also logs "
+                                     "Lightning's copies (train/*, val/*) in rows of their own; use "
+                                     "create_wandb_logger(...) for runs that look like the legacy callback's.")
         if self.videos_enabled and importlib.util.find_spec("moviepy") is None:
             self._warn_once("moviepy", "RLWandbCallback: moviepy is not installed, so episode videos are not logged "
                                        "(pip install moviepy to enable them; other W&B logging is unaffected).")
             self.videos_enabled = False
+
+    def on_train_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        config = getattr(pl_module, "config", None)
+        if self.metric_names == "legacy" and trainer.is_global_zero and self._logger is not None and config is not None:
+            run = self._logger.experiment
+            # The legacy run config: the train config, then the config option (already in the run) on top.
+            given = {k: v for k, v in dict(run.config).items() if not str(k).startswith("_")}
+            run.config.update({**config.to_dict(), **given}, allow_val_change=True)
 
     def on_train_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         actions, episodes = self._actions, self._episodes
@@ -144,7 +266,10 @@ class RLWandbCallback(RLCallback):
         import wandb
 
         run = self._logger.experiment
-        step = {"trainer/global_step": trainer.global_step}
+        legacy = self.metric_names == "legacy"
+        step = {} if legacy else {"trainer/global_step": trainer.global_step}
+        if legacy and hasattr(self._logger, "flush_row"):
+            self._logger.flush_row()  # the previous cycle's row goes before this cycle's episodes
         for reward, length in episodes:
             run.log({"episode/reward": reward, "episode/length": length, **step})
         charts: dict[str, Any] = {}
@@ -166,8 +291,19 @@ class RLWandbCallback(RLCallback):
                 self.videos_enabled = False
             else:
                 charts["videos/episode"] = wandb.Video(frames, fps=self.video_fps, format="mp4")
-        if charts:
+        if legacy:  # the legacy callback's one row per cycle: its metrics dict, exact values (+ the charts)
+            metrics = pl_module.cycle_metrics() if callable(getattr(pl_module, "cycle_metrics", None)) else {}
+            if metrics or charts:
+                if hasattr(self._logger, "stage_row"):
+                    self._logger.stage_row({**metrics, **charts})
+                else:
+                    run.log({**metrics, **charts})
+        elif charts:
             run.log({**charts, **step})
+
+    def on_train_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        if trainer.is_global_zero and hasattr(self._logger, "flush_row"):
+            self._logger.flush_row()
 
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:

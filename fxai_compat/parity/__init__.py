@@ -18,7 +18,13 @@ def check_port_parity(name_or_pair, config, **options):
 
 __all__ = ["DEFAULT_TOLERANCE", "Divergence", "ParityResult", "TraceRecorder", "check_trace_parity",
            "first_mismatch", "normalize", "record_trace", "parity_config", "check_port_parity",
-           "CallbackReport", "ParityReport", "run_parity_report", "select_callbacks", "write_plots"]
+           "CallbackReport", "ParityReport", "run_parity_report", "select_callbacks", "write_plots", "RARE_PATHS"]
+
+
+#: ``parity_config(**RARE_PATHS)`` is what ``fxai-compat parity`` runs without ``--config``: six cycles in which
+#: the best model improves three times and evaluation runs three times (the Optuna check adds a pruned run, the
+#: continuous-training check an interrupted run resumed twice). ``tests/test_parity_report.py`` holds it to that.
+RARE_PATHS = {"cycles": 6, "seed": 2}
 
 
 def parity_config(**changes):

@@ -15,7 +15,9 @@ DEFAULT_TOLERANCE = 1e-6
 def normalize(value: Any) -> Any:
     """Plain, JSON-able values: tensors and numpy scalars become Python numbers, numbers become
     floats (``1`` and ``1.0`` compare equal across hosts), tuples become lists, dicts get sorted
-    string keys, and checkpoint paths keep only their file name (each host writes to its own folder)."""
+    string keys, and checkpoint paths keep only their file name (each host writes to its own folder).
+    A path is a string ending in ``.ckpt``/``.pt``/``.pth`` or an absolute path; a name with a slash
+    (``train/episode_reward_mean``) stays whole."""
     if isinstance(value, Mapping):
         return {str(k): normalize(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
     if isinstance(value, (list, tuple)):
@@ -28,7 +30,7 @@ def normalize(value: Any) -> Any:
         return float(value)
     if isinstance(value, os.PathLike):
         value = os.fspath(value)
-    if isinstance(value, str) and (value.endswith((".ckpt", ".pt", ".pth")) or os.sep in value):
+    if isinstance(value, str) and (value.endswith((".ckpt", ".pt", ".pth")) or os.path.isabs(value)):
         return os.path.basename(value)
     if value is None or isinstance(value, str):
         return value

@@ -14,15 +14,15 @@ A trace is the list of events one legacy callback received, in order: records ``
     is open, and no rollout or env step begun while an update is open.
 ``unbalanced``
     ``rollout_start``/``rollout_end``, ``step_start``/``step_end``, ``update_start``/``update_end`` and
-    ``evaluation_start``/``evaluation_end`` alternate; steps happen inside a rollout (when the trace has
-    rollouts at all).
+    ``evaluation_start``/``evaluation_end`` alternate, and none is open at ``on_training_end``; steps happen
+    inside a rollout (when the trace has rollouts at all).
 ``cycle_structure``
     each cycle ends with ``on_metrics_computed`` then ``on_cycle_complete``, with nothing but checkpoint
     events between them, no rollout, step, update or evaluation still open at ``on_metrics_computed``, and
     ``trainer.cycle`` one more than the previous cycle's.
 ``counters``
-    ``trainer.total_timesteps`` and ``trainer.num_episodes`` never decrease, and ``num_episodes`` grows by
-    one with each ``on_episode_end``.
+    ``trainer.total_timesteps`` and ``trainer.num_episodes`` never decrease (except at ``on_checkpoint_loaded``:
+    ``trainer.load_checkpoint`` restores them), and ``num_episodes`` grows by one with each ``on_episode_end``.
 
 :func:`check_module_grammar` runs a user's LightningModule under a ``pl.Trainer`` with a recorder that
 listens to all 16 events (through ``LegacyCallbackAdapter``) and checks its trace; the ``fxai_parity``
@@ -140,6 +140,8 @@ def check_grammar(trace: Iterable[Any] | str | Path, name: str = "trace", *, res
     last_counters: dict[str, Any] = {}
     for index, (event, args, counters) in enumerate(records):
         if event in _CHECKPOINT_EVENTS:
+            if event == "on_checkpoint_loaded" and counters:  # trainer.load_checkpoint restores the counters
+                last_counters.update(counters)
             continue
         # cycle structure: metrics_computed -> cycle_complete -> (checkpoint events) -> the next cycle
         if cycle_closing == "metrics" and event != "on_cycle_complete":
@@ -161,6 +163,11 @@ def check_grammar(trace: Iterable[Any] | str | Path, name: str = "trace", *, res
             cycle_closing = "done"
         elif event != "on_training_end":
             cycle_closing = None
+        else:
+            busy = [kind for kind, at in open_.items() if at is not None]
+            if busy:
+                flag("unbalanced", index, f"on_training_end while the {busy[0]} started at event "
+                                          f"#{open_[busy[0]]} is still open.")
 
         pair = _PAIRS.get(event)
         if pair is not None:
@@ -270,12 +277,15 @@ def load_factory(spec: str) -> Callable[..., Any]:
 def check_module_grammar(module_factory: Callable[[], Any], *, max_epochs: int = 3, name: str | None = None,
                          callbacks: Iterable[Any] = (), **trainer_kwargs: Any) -> GrammarResult:
     """Fit ``module_factory()`` for ``max_epochs`` epochs with a recorder of all 16 legacy events (and any
-    other ``callbacks``), then check the recorded trace against the contract's grammar."""
+    other ``callbacks``), then check the recorded trace against the contract's grammar. The factory returns a
+    LightningModule, or a ``(module, datamodule)`` pair for a module fed by a LightningDataModule."""
     import pytorch_lightning as pl
 
     from ..adapter import LegacyCallbackAdapter
 
-    module = module_factory()
+    module, datamodule = module_factory(), None
+    if isinstance(module, tuple) and len(module) == 2:
+        module, datamodule = module
     if not isinstance(module, pl.LightningModule):
         raise TypeError(f"The module factory returned {type(module).__name__}, not a pytorch_lightning.LightningModule.")
     recorder = GrammarRecorder()
@@ -284,7 +294,7 @@ def check_module_grammar(module_factory: Callable[[], Any], *, max_epochs: int =
                                    devices=1, num_sanity_val_steps=0)
     options.update(trainer_kwargs)
     trainer = pl.Trainer(callbacks=[LegacyCallbackAdapter(recorder.proxy), *callbacks], **options)
-    trainer.fit(module)
+    trainer.fit(module, datamodule=datamodule)
     return recorder.check(name or getattr(module_factory, "__qualname__", type(module).__name__))
 
 

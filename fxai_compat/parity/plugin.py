@@ -4,6 +4,13 @@
         fxai_parity.assert_trace(MyCallback)
 
 fails with the first divergence, rendered as a diff, as the assertion message.
+
+    def test_my_port(fxai_parity):
+        fxai_parity.assert_port("my_metric")
+
+fails on a divergence and also when the check compared nothing (``unchecked``: no observables registered,
+or an observable never compared): an unchecked port is never a passing test.
+
 ``fxai_parity.assert_grammar(make_my_module)`` fits any LightningModule and checks the contract's event
 grammar on what a legacy callback receives from it (see ``fxai_compat.parity.grammar``).
 """
@@ -48,6 +55,20 @@ class ParityFixture:
         """Fit ``module_factory()`` (any LightningModule; ``max_epochs=3`` unless given) with a recorder of all
         16 legacy events and assert the contract's event grammar on its trace."""
         result = self.check_grammar(module_factory, **options)
+        if not result.ok:
+            pytest.fail(result.summary(), pytrace=False)
+        return result
+
+    def check_port(self, name_or_pair, config=None, **options: Any):
+        from . import check_port_parity, parity_config
+
+        return check_port_parity(name_or_pair, config if config is not None else parity_config(),
+                                 workdir=self._workdir(), **options)
+
+    def assert_port(self, name_or_pair, config=None, **options: Any):
+        """Assert port parity of a registered pair (or a ``PortPair``): it fails when the port diverges and
+        when it is unchecked (nothing compared)."""
+        result = self.check_port(name_or_pair, config, **options)
         if not result.ok:
             pytest.fail(result.summary(), pytrace=False)
         return result

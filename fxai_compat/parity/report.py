@@ -9,7 +9,8 @@ port and its control (port parity) must not share files, and a parity run must n
 files. W&B runs are offline under ``--out`` (disabled without it); Optuna trials come from an in-memory study.
 
 With ``--out DIR``: ``parity.json`` (the table plus every count, comparison and divergence),
-``port-<callback>-<observable>.png`` (legacy solid, native dashed, per cycle) and
+``port-<callback>-<observable>.png`` (legacy solid, native dashed, per cycle; beside it the residual
+native - legacy with the tolerance band) and
 ``trace-<callback>-events.png`` (events delivered per event, legacy vs Lightning), and the working
 folders under ``DIR/work`` (legacy traces, shadow mismatch files, offline W&B runs).
 """
@@ -19,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import re
 import sys
 import tempfile
 import time
@@ -30,23 +30,24 @@ from pathlib import Path
 from typing import Any
 
 from ..config import ConfigError, TrainConfig
+from .coverage import describe, reached
+from .plots import observable_series, write_plots
+from .status import FAILING, PROVEN, UNCHECKED, exit_code, summary_line, verdict
 from .trace import ParityResult
 
 __all__ = ["CallbackReport", "ParityReport", "TABLE_COLUMNS", "known_callbacks", "select_callbacks",
-           "run_parity_report", "write_plots", "add_parity_parser"]
+           "run_parity_report", "write_plots", "observable_series", "add_parity_parser"]
 
 #: (JSON key, printed header) of the table's columns, in order.
 TABLE_COLUMNS = (("callback", "callback"), ("events_compared", "events compared"), ("trace_parity", "trace parity"),
                  ("observables_compared", "observables compared"), ("port_parity", "port parity"),
-                 ("first_divergence", "first divergence"))
+                 ("reached", "rare paths reached"), ("status", "status"), ("first_divergence", "first divergence"))
 
-NO_OBSERVABLES = "no observables registered"
 NO_NATIVE = "no native port"
 NOT_REGISTERED = "no port registered"
 
 _PATH_OPTIONS = ("save_dir", "checkpoint_dir", "dir")
 _STUDY_OPTIONS = ("study_name", "storage", "direction")
-_FAILED = ("FAILED", "error")
 
 
 # -- choosing callbacks and their options -----------------------------------------------------------
@@ -159,7 +160,7 @@ class CallbackReport:
     trace_error: str | None = None
     port: ParityResult | None = None
     port_status: str = "n/a"
-    """ok, FAILED, error, or why it did not compare anything (no observables / no native port / not registered)."""
+    """ok, FAILED, error, unchecked, or why there is no port to compare (no native port / not registered)."""
     port_error: str | None = None
     observables: tuple[str, ...] = ()
     seconds: dict[str, float] = field(default_factory=dict)
@@ -168,11 +169,17 @@ class CallbackReport:
     def trace_status(self) -> str:
         if self.trace_error is not None:
             return "error"
-        return "n/a" if self.trace is None else ("ok" if self.trace.ok else "FAILED")
+        return "n/a" if self.trace is None else self.trace.status
+
+    @property
+    def status(self) -> str:
+        """``proven``, ``unchecked`` or ``failing`` (see :mod:`fxai_compat.parity.status`)."""
+        return verdict([self.trace_status, self.port_status])
 
     @property
     def ok(self) -> bool:
-        return self.trace_status not in _FAILED and self.port_status not in _FAILED
+        """Proven: every check compared something and agreed (an unchecked port is not ok)."""
+        return self.status == PROVEN
 
     def first_divergence(self) -> str:
         parts = []
@@ -180,22 +187,33 @@ class CallbackReport:
             parts.append(f"trace error: {self.trace_error}")
         elif self.trace is not None and self.trace.divergence is not None:
             parts.append(f"trace: event #{self.trace.divergence.index}: {self.trace.divergence.what}")
+        elif self.trace is not None and self.trace.unchecked:
+            parts.append(f"trace unchecked: {', '.join(self.trace.unchecked)}")
         if self.port_error is not None:
             parts.append(f"port error: {self.port_error}")
         elif self.port is not None and self.port.divergence is not None:
             parts.append(f"port: {self.port.divergence.what}")
+        elif self.port is not None and self.port.unchecked:
+            parts.append(f"port unchecked: {', '.join(self.port.unchecked)}")
         return "; ".join(parts)
 
+    def comparisons(self) -> str:
+        """``8 (best_cycle 4, best_reward 4)``: the port's comparisons, named per observable."""
+        if self.port is None:
+            return self.port_status if self.port_status in (NO_NATIVE, NOT_REGISTERED) else "-"
+        named = ", ".join(f"{name} {counts[0]}" for name, counts in self.port.counts.items())
+        return f"{self.port.compared} ({named})" if named else str(self.port.compared)
+
     def row(self) -> dict[str, str]:
-        if self.port is not None and self.port_status in ("ok", "FAILED"):
-            observables = str(self.port.compared)
-        else:
-            observables = self.port_status if self.port_status in (NO_OBSERVABLES, NO_NATIVE, NOT_REGISTERED) else "-"
-        port = "n/a" if self.port_status in (NO_OBSERVABLES, NO_NATIVE, NOT_REGISTERED) else self.port_status
+        port = "n/a" if self.port_status in (NO_NATIVE, NOT_REGISTERED) else self.port_status
         return {"callback": self.name,
                 "events_compared": str(self.trace.compared) if self.trace is not None else "-",
-                "trace_parity": self.trace_status, "observables_compared": observables, "port_parity": port,
-                "first_divergence": self.first_divergence()}
+                "trace_parity": self.trace_status, "observables_compared": self.comparisons(), "port_parity": port,
+                "reached": describe(self.reached()), "status": self.status, "first_divergence": self.first_divergence()}
+
+    def reached(self) -> dict[str, int]:
+        """The rare paths the port check went through (see :mod:`fxai_compat.parity.coverage`)."""
+        return reached(getattr(self.port, "history", None) or []) if self.port is not None else {}
 
     def to_dict(self) -> dict[str, Any]:
         trace = dict(self.trace.to_dict(), status=self.trace_status) if self.trace is not None else \
@@ -206,7 +224,9 @@ class CallbackReport:
         if self.port is not None:
             port.update(self.port.to_dict(), status=self.port_status,
                         history=list(getattr(self.port, "history", None) or []))
-        return {"name": self.name, "ok": self.ok, "trace": trace, "port": port, "seconds": self.seconds}
+        return {"name": self.name, "ok": self.ok, "status": self.status, "reached": self.reached(),
+                "trace": trace, "port": port,
+                "seconds": self.seconds}
 
 
 @dataclass
@@ -220,7 +240,15 @@ class ParityReport:
 
     @property
     def ok(self) -> bool:
+        """Every row proven (an unchecked row is not ok)."""
         return all(row.ok for row in self.rows)
+
+    def verdicts(self) -> dict[str, str]:
+        return {row.name: row.status for row in self.rows}
+
+    def summary(self) -> str:
+        """``N/T proven, M unchecked, K failing`` (naming the unchecked and failing callbacks)."""
+        return summary_line(self.verdicts())
 
     def table(self) -> str:
         rows = [row.row() for row in self.rows]
@@ -249,7 +277,10 @@ class ParityReport:
         return "\n\n".join(out)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"ok": self.ok, "config": self.source, "train": self.config, "columns": [k for k, _ in TABLE_COLUMNS],
+        verdicts = list(self.verdicts().values())
+        return {"ok": self.ok, "summary": self.summary(),
+                "counts": {kind: verdicts.count(kind) for kind in (PROVEN, UNCHECKED, FAILING)},
+                "config": self.source, "train": self.config, "columns": [k for k, _ in TABLE_COLUMNS],
                 "table": [row.row() for row in self.rows], "callbacks": [row.to_dict() for row in self.rows],
                 "files": list(self.files)}
 
@@ -305,7 +336,8 @@ def run_parity_report(config: TrainConfig, section: Mapping[str, Any], names: Se
                 options = callback_options(name, entry, workdir_port / "callback", wandb_mode=wandb_mode)
                 row.port = check_port_parity(name, config, options=options, workdir=workdir_port,
                                              trainer_kwargs=kwargs)
-                row.port_status = ("ok" if row.port.ok else "FAILED") if row.observables else NO_OBSERVABLES
+                row.port_status = row.port.status
+                row.observables = tuple(row.port.counts) or row.observables  # a scenario names its own
             except Exception as exc:
                 row.port_status, row.port_error = "error", _one_line(exc)
                 say("".join(traceback.format_exception(exc)).rstrip())
@@ -313,162 +345,6 @@ def run_parity_report(config: TrainConfig, section: Mapping[str, Any], names: Se
             say(f"{name}: port parity {row.port_status} ({row.seconds['port']:.1f} s)")
         rows.append(row)
     return ParityReport(rows, config.to_dict())
-
-
-# -- plots -----------------------------------------------------------------------------------------
-
-_LEGACY_STYLE = {"color": "#1f77b4", "linestyle": "-", "linewidth": 2.6, "marker": "o", "markersize": 4}
-_NATIVE_STYLE = {"color": "#ff7f0e", "linestyle": "--", "linewidth": 1.6, "marker": "x", "markersize": 6}
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool):
-        return float(value)
-    if isinstance(value, (int, float)):
-        return float(value) if math.isfinite(value) else math.nan
-    return math.nan if value is None else None
-
-
-def _flatten(value: Any, prefix: str = "") -> dict[str, float]:
-    """Numeric scalars of a (nested) dict, one per dotted key; a scalar is ``value``."""
-    if isinstance(value, Mapping):
-        out: dict[str, float] = {}
-        for key, item in value.items():
-            out.update(_flatten(item, f"{prefix}.{key}" if prefix else str(key)))
-        return out
-    number = _number(value)
-    return {} if number is None else {prefix or "value": number}
-
-
-def _list_series(items: list[Any]) -> dict[str, list[tuple[float, float]]]:
-    """The points of a list-valued observable: records with a ``cycle`` (evaluation history: each numeric
-    field per cycle), ``[step, value]`` pairs (Optuna reports: value per step), or plain numbers."""
-    series: dict[str, list[tuple[float, float]]] = {}
-    for i, item in enumerate(items):
-        if isinstance(item, Mapping):
-            x = _number(item.get("cycle", item.get("step", i)))
-            points = {k: v for k, v in _flatten(item).items() if k not in ("cycle", "step")}
-        elif isinstance(item, (list, tuple)) and len(item) == 2 and _number(item[0]) is not None:
-            x, points = _number(item[0]), _flatten(item[1])
-        else:
-            x, points = float(i), _flatten(item)
-        for key, y in points.items():
-            series.setdefault(key, []).append((x if x is not None else float(i), y))
-    return series
-
-
-def observable_series(history: Sequence[Mapping[str, Any]], side: str) -> tuple[dict[str, list], str]:
-    """``(series, x label)`` of one side (``legacy``/``native``) of one observable's per-cycle comparisons.
-
-    A scalar or dict observable gives one point per cycle (one series per numeric key); a list observable
-    (a history the callback accumulates) is plotted from its last value, one point per record."""
-    if not history:
-        return {}, "cycle"
-    if all(isinstance(h[side], list) for h in history):
-        last = history[-1][side]
-        first = next((item for item in last if isinstance(item, (Mapping, list, tuple))), None)
-        label = "cycle" if isinstance(first, Mapping) and "cycle" in first else \
-            "step" if isinstance(first, (list, tuple)) else "index"
-        return _list_series(last), label
-    series: dict[str, list[tuple[float, float]]] = {}
-    for h in history:
-        for key, y in _flatten(h[side]).items():
-            series.setdefault(key, []).append((float(h["cycle"]), y))
-    return series, "cycle"
-
-
-def _ordered(keys: Sequence[str]) -> list[str]:
-    return sorted(keys, key=lambda k: (0 if "reward" in k else 1 if k == "value" else 2, k))
-
-
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
-
-
-def plot_observable(path: Path, callback: str, observable: str, history: Sequence[Mapping[str, Any]]) -> Path:
-    """One PNG per observable: a panel per numeric series, legacy solid, native dashed, the first
-    disagreeing cycle marked."""
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
-
-    legacy, xlabel = observable_series(history, "legacy")
-    native, _ = observable_series(history, "native")
-    keys = _ordered(list(dict.fromkeys([*legacy, *native]))) or ["value"]
-    bad = next((h["cycle"] for h in history if not h.get("ok", True)), None)
-    verdict = (f"FIRST DIVERGENCE at cycle {bad}" if bad is not None
-               else f"agree at all {len(history)} comparisons" if history else "never compared")
-    fig = Figure(figsize=(8, 1.2 + 2.3 * len(keys)), layout="constrained")
-    axes = fig.subplots(len(keys), 1, sharex=True, squeeze=False)[:, 0]
-    for ax, key in zip(axes, keys):
-        for side, points, style in (("legacy", legacy.get(key, []), _LEGACY_STYLE),
-                                    ("native", native.get(key, []), _NATIVE_STYLE)):
-            xs, ys = [p[0] for p in points], [p[1] for p in points]
-            ax.plot(xs, ys, label=side, **style)
-        if not any(math.isfinite(p[1]) for p in legacy.get(key, []) + native.get(key, [])):
-            ax.text(0.5, 0.5, "no finite values", transform=ax.transAxes, ha="center", va="center", color="gray")
-        if bad is not None:
-            ax.axvline(bad, color="red", linewidth=1, alpha=0.7)
-        ax.set_ylabel(observable if key == "value" else key, fontsize=9)
-        ax.grid(True, alpha=0.3)
-    axes[0].legend(loc="best", fontsize=8)
-    axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True))
-    axes[-1].set_xlabel(xlabel)
-    fig.suptitle(f"port parity: {callback}.{observable} (legacy solid, native dashed): {verdict}", fontsize=10,
-                 color="red" if bad is not None else "black")
-    fig.savefig(path, dpi=90)
-    return path
-
-
-def plot_trace_events(path: Path, callback: str, counts: Mapping[str, Sequence[int]], ok: bool) -> Path:
-    """Grouped bars: how many times each event was delivered under the legacy host and under Lightning."""
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
-
-    events = list(counts)
-    legacy = [counts[e][0] for e in events]
-    lightning = [counts[e][1] for e in events]
-    fig = Figure(figsize=(max(6.0, 0.9 * len(events) + 2), 4.5), layout="constrained")
-    ax = fig.subplots()
-    xs = list(range(len(events)))
-    bars_a = ax.bar([x - 0.2 for x in xs], legacy, width=0.4, label="legacy host", color="#1f77b4")
-    bars_b = ax.bar([x + 0.2 for x in xs], lightning, width=0.4, label="Lightning + adapter", color="#ff7f0e",
-                    hatch="//", edgecolor="white")
-    for bars in (bars_a, bars_b):
-        ax.bar_label(bars, fontsize=7, padding=1)
-    if events and max(legacy + lightning) > 50:
-        ax.set_yscale("log")
-    else:
-        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xticks(xs, [e.removeprefix("on_") for e in events], rotation=35, ha="right", fontsize=8)
-    ax.set_ylabel("events delivered")
-    ax.legend(fontsize=8)
-    ax.grid(True, axis="y", alpha=0.3)
-    differ = [e for e in events if counts[e][0] != counts[e][1]]
-    verdict = "trace parity ok" if ok else "trace parity FAILED" + (f"\ncounts differ: {', '.join(differ)}"
-                                                                      if differ else " (same counts, other order "
-                                                                                     "or arguments)")
-    ax.set_title(f"{callback}: events per host: {verdict}", fontsize=10, color="black" if ok else "red", wrap=True)
-    fig.savefig(path, dpi=90)
-    return path
-
-
-def write_plots(report: ParityReport, out: str | Path) -> list[Path]:
-    """``port-<callback>-<observable>.png`` for every compared observable and ``trace-<callback>-events.png``
-    for every traced callback."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for row in report.rows:
-        if row.trace is not None and row.trace.counts:
-            written.append(plot_trace_events(out / f"trace-{_safe(row.name)}-events.png", row.name,
-                                             row.trace.counts, row.trace.ok))
-        history = list(getattr(row.port, "history", None) or []) if row.port is not None else []
-        for observable in row.observables:
-            records = [h for h in history if h["observable"] == observable]
-            if records:
-                written.append(plot_observable(out / f"port-{_safe(row.name)}-{_safe(observable)}.png", row.name,
-                                               observable, records))
-    return written
 
 
 def _json_safe(value: Any) -> Any:
@@ -492,10 +368,11 @@ def write_json(report: ParityReport, path: str | Path) -> Path:
 # -- the command -----------------------------------------------------------------------------------
 
 def _default_train_overrides() -> list[str]:
-    """Without --config: the small parity config (``parity_config()``), as overrides the user's --set beat."""
-    from . import parity_config
+    """Without --config: the small parity config that reaches the rare paths (``parity_config(**RARE_PATHS)``),
+    as overrides the user's --set beat."""
+    from . import RARE_PATHS, parity_config
 
-    return [f"train.{key}={json.dumps(value)}" for key, value in parity_config().to_dict().items()]
+    return [f"train.{key}={json.dumps(value)}" for key, value in parity_config(**RARE_PATHS).to_dict().items()]
 
 
 def _cmd_parity(args: argparse.Namespace) -> int:
@@ -530,9 +407,10 @@ def _cmd_parity(args: argparse.Namespace) -> int:
     if out is not None:
         write_json(report, out / "parity.json")
         print(f"\nwrote {out / 'parity.json'} and {len(report.files) - 1} plot(s) to {out}")
-    failed = [row.name for row in report.rows if not row.ok]
-    print(f"parity: {'FAILED for ' + ', '.join(failed) if failed else 'all ' + str(len(report.rows)) + ' ok'}")
-    return 1 if failed else 0
+    code = exit_code(report.verdicts(), require_all=args.require_all)
+    print(f"parity: {report.summary()}" + (" (--require-all: unchecked fails)" if code and args.require_all
+                                               and not any(v == FAILING for v in report.verdicts().values()) else ""))
+    return code
 
 
 def add_parity_parser(sub: Any) -> argparse.ArgumentParser:
@@ -541,13 +419,16 @@ def add_parity_parser(sub: Any) -> argparse.ArgumentParser:
         "parity", help="trace and port parity of the legacy callbacks, as a table, JSON and plots",
         description="Trace parity (each legacy callback sees the same events under the legacy loop and under "
                     "Lightning) and port parity (each native port agrees with its legacy callback, cycle by "
-                    "cycle) for the selected callbacks. Exits 1 if any check fails.")
+                    "cycle) for the selected callbacks. A check that compared nothing is 'unchecked', never ok. "
+                    "Exits 1 if any check fails (and, with --require-all, if any is unchecked).")
     parity.add_argument("--config", help="YAML run config: its train section and its callbacks' options "
                                          "(default: a small parity config and every callback with defaults)")
     parity.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a value: cycles=4 (train section) or callbacks.metrics.window_size=5")
     parity.add_argument("--callbacks", default="all", metavar="NAMES|all",
                         help="comma-separated callbacks to check (default: all of the config's callbacks)")
+    parity.add_argument("--require-all", action="store_true",
+                        help="fail (exit 1) when any callback is unchecked, not only when one fails (CI uses it)")
     parity.add_argument("--out", metavar="DIR", help="write parity.json and PNG plots (and the working files) here")
     parity.add_argument("--module", metavar="PKG.MOD:FACTORY",
                         help="instead: fit the LightningModule FACTORY() returns and check the contract's event "

@@ -72,21 +72,38 @@ class ParityResult:
     compared: int = 0
     divergence: Divergence | None = None
     kind: str = "trace"
+    unchecked: list[str] = field(default_factory=list)
+    """What was never compared (an observable compared zero times, or "no observables registered"):
+    a check with anything unchecked is not ``ok``, whatever else agreed."""
+
+    def __post_init__(self) -> None:
+        if self.unchecked:
+            self.ok = False
 
     def __bool__(self) -> bool:
         return self.ok
+
+    @property
+    def status(self) -> str:
+        """``ok`` (everything compared, and agreed), ``FAILED`` (a divergence) or ``unchecked``."""
+        if self.divergence is not None:
+            return "FAILED"
+        return "unchecked" if self.unchecked else ("ok" if self.ok else "FAILED")
 
     @property
     def diff(self) -> str:
         return self.divergence.render() if self.divergence else ""
 
     def summary(self) -> str:
-        status = "ok" if self.ok else "FAILED"
+        status = self.status
         head = f"{self.kind} parity of {self.name}: {status} ({self.compared} compared)"
+        if status == "unchecked":
+            return f"{head}; never compared: {', '.join(self.unchecked)}"
         return head if self.ok else f"{head}\n{self.diff}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "kind": self.kind, "ok": self.ok, "compared": self.compared,
+        return {"name": self.name, "kind": self.kind, "ok": self.ok, "status": self.status,
+                "compared": self.compared, "unchecked": list(self.unchecked),
                 "counts": {k: list(v) for k, v in self.counts.items()},
                 "first_divergence": None if self.divergence is None else {
                     "index": self.divergence.index, "what": self.divergence.what,
@@ -208,7 +225,8 @@ def check_trace_parity(callback_factory: Callable[..., Any], config: TrainConfig
         comparer.finish()
         counts = {event: (legacy_counts.get(event, 0), comparer.counts.get(event, 0))
                   for event in EVENTS if legacy_counts.get(event) or comparer.counts.get(event)}
-        return ParityResult(name, comparer.divergence is None, counts, comparer.compared, comparer.divergence)
+        return ParityResult(name, comparer.divergence is None, counts, comparer.compared, comparer.divergence,
+                            unchecked=[] if comparer.compared else ["no events delivered to the callback"])
 
 
 class _StreamComparer:
