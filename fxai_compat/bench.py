@@ -1,12 +1,16 @@
-"""``python -m fxai_compat.bench``: what moving to Lightning costs, as ratios measured side by side.
+"""``python -m fxai_compat.bench``: what moving to Lightning costs, at three scales, measured side by side.
 
-Every variant runs the demo config's PPO work (``examples/demo.yaml``: FX env, its evaluation and
-checkpoint cadences, its six callbacks' options) for a fixed number of cycles. This machine is noisy
-(its speed swings by tens of percent within seconds), so after a warm-up each round runs one run of
-every variant interleaved cycle by cycle (A B A B ..., see ``_Lockstep``; reversed every other round):
-each ratio is computed from runs measured side by side, per round, and reported as the median of the
-rounds with its min-max range. Peak memory is measured in fresh subprocesses (peak RSS only grows
-within a process).
+Three scales, each a run config of ``examples/``: ``cartpole`` (short cycles: 8 envs x 32 steps, 20 epochs,
+~55 ms of PPO work per cycle), ``demo`` (the demo: FX env, 4 envs x 256 steps, 0.1-0.25 s) and ``production``
+(16 envs x 256 steps, 256x256 MLP, 10 epochs of 512-transition minibatches, ~1 s). Every variant of a scale
+runs that config's PPO work with its evaluation and checkpoint cadences (the six callbacks take the demo's
+options) for a fixed number of cycles. This machine is noisy (its speed swings by tens of percent within
+seconds), so after a warm-up each round runs one run of every variant interleaved cycle by cycle (A B A B
+..., see ``_Lockstep``; reversed every other round): each ratio is computed from runs measured side by
+side, per round, and reported as the median of the rounds with its min-max range. The same segments give
+the absolute fixed overhead (Lightning minus the legacy loop) per cycle and per run in milliseconds, and
+the dispatch variant the cost per adapted event in microseconds. Peak memory is measured in fresh
+subprocesses (peak RSS only grows within a process).
 
     make bench                       # the full table, written to bench/results.json
     python -m fxai_compat.bench --quick   # a smoke run (seconds), for the test suite
@@ -27,10 +31,11 @@ import threading
 import time
 import timeit
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["main", "run_benchmark", "RATIOS", "TARGETS"]
+__all__ = ["main", "run_benchmark", "RATIOS", "TARGETS", "SCALES", "FIXED_OVERHEAD_TARGET_MS"]
 
 #: ratio name -> (numerator variant, denominator variant)
 RATIOS = {
@@ -39,25 +44,60 @@ RATIOS = {
     "dispatch": ("fit_sixteen_empty", "fit_none"),
     "native": ("fit_six_native", "legacy_six"),
 }
-TARGETS = {"host": 1.10, "adapter": 1.10, "dispatch": 1.05, "native": 1.00, "memory": 1.10}
+_ALL = ["legacy_none", "fit_none", "fit_sixteen_empty", "fit_six_adapted", "legacy_six", "fit_six_native"]
 
 
-_DEMO = Path(__file__).resolve().parent.parent / "examples" / "demo.yaml"
+@dataclass(frozen=True)
+class Scale:
+    """One benchmark scale: its run config, cycles per run and rounds, variants (in lockstep order: the two
+    variants of each ratio next to each other) and the targets of its ratios (a ratio without one is reported)."""
+
+    config: str
+    cycles: int
+    repeats: int
+    variants: tuple[str, ...]
+    targets: dict[str, float] = field(default_factory=dict)
+
+
+SCALES = {
+    "cartpole": Scale("cartpole.yaml", cycles=20, repeats=10,
+                      variants=("legacy_none", "fit_none", "legacy_six", "fit_six_native"), targets={"host": 1.05}),
+    "demo": Scale("demo.yaml", cycles=10, repeats=8, variants=tuple(_ALL),
+                  targets={"host": 1.05, "adapter": 1.10, "dispatch": 1.05, "native": 1.08}),
+    "production": Scale("production.yaml", cycles=5, repeats=4,
+                        variants=("legacy_none", "fit_none", "fit_six_adapted", "legacy_six", "fit_six_native"),
+                        targets={"host": 1.02, "adapter": 1.03, "native": 1.03}),
+}
+#: Ratio targets by scale (None: measured, no target), and the peak-memory target.
+TARGETS = {**{name: dict(scale.targets) for name, scale in SCALES.items()}, "memory": 1.10}
+#: The bare host's fixed overhead per cycle (Lightning minus the legacy loop, middle cycles), at every scale.
+FIXED_OVERHEAD_TARGET_MS = 2.0
+#: Absolute overheads reported: name -> (Lightning variant, legacy variant).
+OVERHEADS = {"host": ("fit_none", "legacy_none"), "adapter": ("fit_six_adapted", "legacy_six"),
+             "native": ("fit_six_native", "legacy_six")}
+
+_EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+_DEMO = _EXAMPLES / "demo.yaml"
+
+
+def _load(path: Path):
+    from .runfile import load_run_config
+
+    if not path.exists():
+        raise FileNotFoundError(f"The benchmark runs the config {path}, which is not there: run it from a "
+                                f"checkout of the project (pip install -e .), not from an installed wheel.")
+    return load_run_config(str(path))
 
 
 def _demo():
-    """The demo run config, ``examples/demo.yaml`` of the source tree (the benchmark measures its work)."""
-    from .runfile import load_run_config
-
-    if not _DEMO.exists():
-        raise FileNotFoundError(f"The benchmark runs the demo config {_DEMO}, which is not there: run it from a "
-                                f"checkout of the project (pip install -e .), not from an installed wheel.")
-    return load_run_config(str(_DEMO))
+    """The demo run config, ``examples/demo.yaml`` of the source tree (its callback options are the benchmark's)."""
+    return _load(_DEMO)
 
 
-def _config(cycles: int, workdir: Path):
-    """The demo's training config (its evaluation and checkpoint cadences too), for ``cycles`` cycles."""
-    return _demo().train.replace(cycles=cycles, checkpoint_dir=str(workdir / "checkpoints"))
+def _config(cycles: int, workdir: Path, scale: str = "demo"):
+    """The scale's training config (its evaluation and checkpoint cadences too), for ``cycles`` cycles."""
+    return _load(_EXAMPLES / SCALES[scale].config).train.replace(cycles=cycles,
+                                                                 checkpoint_dir=str(workdir / "checkpoints"))
 
 
 def _callback_options(workdir: Path) -> dict[str, dict[str, Any]]:
@@ -82,14 +122,20 @@ def _six_legacy(workdir: Path) -> list[Any]:
     return create_callbacks(_callback_options(workdir))
 
 
+#: Events delivered to the sixteen-empty callbacks in the last run of that variant (set by ``_sixteen_empty``).
+_EVENTS_DELIVERED = [0]
+
+
 def _sixteen_empty() -> list[Any]:
-    """Six callbacks that define all 16 events with empty bodies: the pure cost of dispatch."""
+    """Six callbacks that define all 16 events with bodies that only count them: the cost of dispatch."""
     from legacy_callbacks.base import EVENTS, EVENT_ARGS
+
+    _EVENTS_DELIVERED[0] = 0
 
     def make(event):
         names = EVENT_ARGS[event]
-        namespace: dict[str, Any] = {}
-        exec(f"def {event}(self, {', '.join(names)}):\n    pass", namespace)
+        namespace: dict[str, Any] = {"counter": _EVENTS_DELIVERED}
+        exec(f"def {event}(self, {', '.join(names)}):\n    counter[0] += 1", namespace)
         return namespace[event]
 
     cls = type("Empty16", (), {event: make(event) for event in EVENTS})
@@ -103,7 +149,7 @@ def _six_native(workdir: Path):
     return build_callbacks({"callbacks": _callback_options(workdir)}, {"all": "native"}, env={}, run_dir=workdir)
 
 
-def _prepare_variant(name: str, cycles: int, workdir: Path) -> Callable[[], Any]:
+def _prepare_variant(name: str, cycles: int, workdir: Path, scale: str = "demo") -> Callable[[], Any]:
     """Build ``name``'s callbacks (not timed) and return the call that trains (timed: ``fit`` includes the
     Trainer's construction, as a user's run does)."""
     from .adapter import wrap
@@ -111,7 +157,7 @@ def _prepare_variant(name: str, cycles: int, workdir: Path) -> Callable[[], Any]
     from .lightning_host import fit
 
     workdir.mkdir(parents=True, exist_ok=True)
-    cfg = _config(cycles, workdir)
+    cfg = _config(cycles, workdir, scale)
     quiet = {"logger": False, "enable_progress_bar": False}
     if name == "legacy_none":
         return lambda: LegacyTrainer(cfg).train()
@@ -132,14 +178,6 @@ def _prepare_variant(name: str, cycles: int, workdir: Path) -> Callable[[], Any]
     raise ValueError(f"unknown variant {name!r}")
 
 
-def _run_variant(name: str, cycles: int, workdir: Path) -> float:
-    """Wall seconds of one run of ``name`` on its own."""
-    run = _prepare_variant(name, cycles, workdir)
-    start = time.perf_counter()
-    run()
-    return time.perf_counter() - start
-
-
 class _Lockstep:
     """Runs one run of each variant at the same time, in threads that take turns one segment at a time: the
     set-up up to the first cycle, then each cycle (a segment ends where the next cycle begins, so checkpoint
@@ -156,16 +194,23 @@ class _Lockstep:
         self._turn = 0
         self._local = threading.local()
         self.seconds = {name: 0.0 for name in names}
+        #: Each variant's segments in order: set-up, then one per cycle (the last one with the teardown).
+        self.segments: dict[str, list[float]] = {name: [] for name in names}
+        #: Of each segment, the seconds spent inside the core's rollout, update and evaluation (the PPO work).
+        self.core_seconds: dict[str, list[float]] = {name: [] for name in names}
 
     def _wait(self, name: str) -> None:
         with self._cond:
             self._cond.wait_for(lambda: self._order[self._turn] == name)
+        self._local.core = 0.0
         self._local.start = time.perf_counter()
 
     def _pass(self, name: str, leaving: bool = False) -> None:
         elapsed = time.perf_counter() - self._local.start
         with self._cond:
             self.seconds[name] += elapsed
+            self.segments[name].append(elapsed)
+            self.core_seconds[name].append(self._local.core)
             index = self._order.index(name)
             if leaving:
                 self._order.pop(index)
@@ -198,12 +243,25 @@ class _Lockstep:
                 self._pass(name, leaving=True)
 
         original = PPOCore.begin_cycle
+        local = self._local
 
         def begin_cycle(core, *args, **kwargs):
             self.boundary()
             return original(core, *args, **kwargs)
 
+        def timed(method):
+            def wrapper(*args, **kwargs):
+                start = time.perf_counter()
+                try:
+                    return method(*args, **kwargs)
+                finally:
+                    local.core = getattr(local, "core", 0.0) + time.perf_counter() - start
+            return wrapper
+
+        work = {name: getattr(PPOCore, name) for name in ("collect_rollout", "update", "evaluate")}
         PPOCore.begin_cycle = begin_cycle
+        for name, method in work.items():
+            setattr(PPOCore, name, timed(method))
         try:
             threads = [threading.Thread(target=worker, args=item, name=f"bench-{item[0]}") for item in runs.items()]
             for thread in threads:
@@ -212,15 +270,19 @@ class _Lockstep:
                 thread.join()
         finally:
             PPOCore.begin_cycle = original
+            for name, method in work.items():
+                setattr(PPOCore, name, method)
         if errors:
             name, exc = next(iter(errors.items()))
             raise RuntimeError(f"benchmark variant {name} failed: {type(exc).__name__}: {exc}") from exc
         return self.seconds
 
 
-def _lockstep_round(names: list[str], cycles: int, workdir: Path) -> dict[str, float]:
-    runs = {name: _prepare_variant(name, cycles, workdir / name) for name in names}
-    return _Lockstep(names).run(runs)
+def _lockstep_round(names: list[str], cycles: int, workdir: Path, scale: str = "demo") -> _Lockstep:
+    runs = {name: _prepare_variant(name, cycles, workdir / name, scale) for name in names}
+    lockstep = _Lockstep(names)
+    lockstep.run(runs)
+    return lockstep
 
 
 def _dispatch_cost_ns(repeats: int = 20000) -> dict[str, float]:
@@ -282,61 +344,136 @@ def _peak_rss_mb(variant: str, cycles: int) -> tuple[float, float]:
     return float(before), float(peak)
 
 
-def run_benchmark(cycles: int = 10, repeats: int = 15, memory_cycles: int | None = None, *,
-                  variants: list[str] | None = None, workdir: Path | None = None,
-                  log: Callable[[str], None] = print,
-                  save: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """Measure every variant interleaved; returns the results dict written to ``bench/results.json``.
+def _ratio(times: dict[str, list[float]], num: str, den: str, target: float | None) -> dict[str, Any]:
+    if not (times.get(num) and times.get(den)):
+        return {"median": None, "target": target, "meets_target": None,
+                "note": f"variant {num if not times.get(num) else den} not measured at this scale"}
+    per_round = [a / b for a, b in zip(times[num], times[den])]
+    median = statistics.median(per_round)
+    return {"median": median, "min": min(per_round), "max": max(per_round), "target": target,
+            "meets_target": None if target is None else median <= target, "numerator": num, "denominator": den,
+            "per_round": per_round}
 
-    ``save`` is called with the timing results before the (long) memory runs, and again at the end: a
-    failed memory run loses nothing measured before it (it is reported under ``memory.error``)."""
+
+def _spread(values: list[float]) -> dict[str, Any]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "per_round": values}
+
+
+def _overheads(segments: dict[str, list[list[float]]], core: dict[str, list[list[float]]], cycles: int,
+               scale: str) -> dict[str, Any]:
+    """Lightning minus the legacy loop, in ms, per round: per cycle (the middle cycles, where no evaluation or
+    checkpoint falls due at the benchmark's cadences), the rest per run (set-up, the first cycle's first-use
+    costs, teardown, the due evaluation and checkpoint), the whole difference spread over the run's cycles, and per middle cycle outside the
+    core's PPO work (rollout, update, evaluation timed inside each run: the compute both hosts share is
+    subtracted before comparing, so the machine's speed swings mostly drop out; RL events dispatched inside the
+    rollout and the updates count as PPO work there)."""
+    out: dict[str, Any] = {}
+    for name, (num, den) in OVERHEADS.items():
+        if not (segments.get(num) and segments.get(den)):
+            continue
+        per_cycle, per_run, amortized, outside = [], [], [], []
+        for a, b, ca, cb in zip(segments[num], segments[den], core[num], core[den]):
+            # Segments: set-up, cycle 0 (first-use costs: registering the logged names ...), ..., last cycle +
+            # teardown. The middle cycles are the ones in between (cycle 0 too in runs of fewer than 3 cycles).
+            mid = slice(2, -1) if len(a) >= 4 else slice(1, -1)
+            n_mid = max(len(a[mid]), 1)
+            middle = (sum(a[mid]) - sum(b[mid])) / n_mid * 1000
+            total = (sum(a) - sum(b)) * 1000
+            per_cycle.append(middle)
+            per_run.append(total - middle * cycles)
+            amortized.append(total / cycles)
+            outside.append(((sum(a[mid]) - sum(ca[mid])) - (sum(b[mid]) - sum(cb[mid]))) / n_mid * 1000)
+        out[name] = {"per_cycle_ms": _spread(per_cycle), "per_run_rest_ms": _spread(per_run),
+                     "amortized_per_cycle_ms": _spread(amortized), "outside_ppo_work_per_cycle_ms": _spread(outside),
+                     "lightning": num, "legacy": den}
+        if name == "host":
+            out[name]["target_per_cycle_ms"] = FIXED_OVERHEAD_TARGET_MS
+            out[name]["meets_target"] = statistics.median(per_cycle) <= FIXED_OVERHEAD_TARGET_MS
+    return out
+
+
+def run_scale(scale: str, cycles: int | None = None, repeats: int | None = None, *, variants: list[str] | None = None,
+              workdir: Path, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Measure one scale's variants interleaved (see ``_Lockstep``); its part of ``bench/results.json``."""
+    spec = SCALES[scale]
+    cycles = cycles or spec.cycles
+    repeats = repeats or spec.repeats
+    names = list(variants or spec.variants)
+    if len(set(names)) != len(names):
+        raise ValueError(f"run_benchmark variants must be distinct; got {names}.")
+    unknown = [n for n in names if n not in _ALL]
+    if unknown:
+        raise ValueError(f"unknown benchmark variant(s) {unknown}; known: {_ALL}.")
+    root = Path(workdir) / scale
+    times: dict[str, list[float]] = {n: [] for n in names}
+    segments: dict[str, list[list[float]]] = {n: [] for n in names}
+    core: dict[str, list[list[float]]] = {n: [] for n in names}
+    events: list[int] = []
+    log(f"[{scale}] warm-up ({min(cycles, 2)} cycles per run)...")
+    _lockstep_round(names, min(cycles, 2), root / "warmup", scale)
+    for rep in range(repeats):
+        # One run of every variant per round, interleaved cycle by cycle (see _Lockstep), in reverse order every
+        # other round so that no variant always goes first.
+        lockstep = _lockstep_round(names if rep % 2 == 0 else names[::-1], cycles, root / f"r{rep}", scale)
+        for name in names:
+            times[name].append(lockstep.seconds[name])
+            segments[name].append(lockstep.segments[name])
+            core[name].append(lockstep.core_seconds[name])
+        if "fit_sixteen_empty" in names:
+            events.append(_EVENTS_DELIVERED[0])
+        log(f"[{scale}] round {rep + 1}/{repeats}: " + ", ".join(f"{n} {times[n][-1]:.2f}s" for n in names))
+    cfg = _config(cycles, root, scale)
+    steps = cycles * cfg.rollout_size
+    out: dict[str, Any] = {
+        "config": f"examples/{spec.config}", "cycles": cycles, "repeats": repeats, "env_steps_per_run": steps,
+        "work_per_cycle": {"n_envs": cfg.n_envs, "n_steps": cfg.n_steps, "update_epochs": cfg.update_epochs,
+                           "minibatch_size": cfg.minibatch_size, "hidden_sizes": list(cfg.hidden_sizes),
+                           "optimizer_steps": cfg.update_epochs * cfg.minibatches_per_epoch},
+        "variants": {n: {"seconds_median": statistics.median(t), "seconds_min": min(t), "seconds_max": max(t),
+                         "seconds_per_cycle_median": statistics.median(t) / cycles,
+                         "env_steps_per_second": steps / statistics.median(t), "runs": t}
+                     for n, t in times.items() if t},
+        "ratios": {ratio: _ratio(times, num, den, spec.targets.get(ratio)) for ratio, (num, den) in RATIOS.items()
+                   if num in names and den in names},
+        "fixed_overhead": _overheads(segments, core, cycles, scale)}
+    if events and times.get("fit_none"):
+        per_event = [(a - b) / n * 1e6 for a, b, n in zip(times["fit_sixteen_empty"], times["fit_none"], events) if n]
+        out["adapted_event_us"] = {**_spread(per_event), "events_per_run": events[-1]}
+    return out
+
+
+def run_benchmark(scales: list[str] | None = None, memory_cycles: int | None = 10, *, cycles: int | None = None,
+                  repeats: int | None = None, workdir: Path | None = None, log: Callable[[str], None] = print,
+                  save: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Measure every scale (``SCALES``); returns the results dict written to ``bench/results.json``.
+
+    ``cycles`` / ``repeats`` override every scale's own. ``save`` is called after each scale and again at the
+    end: a failed memory run loses nothing measured before it (it is reported under ``memory.error``)."""
     if workdir is None:
         with tempfile.TemporaryDirectory(prefix="fxai-bench-") as tmp:
-            return run_benchmark(cycles, repeats, memory_cycles, variants=variants, workdir=Path(tmp), log=log,
+            return run_benchmark(scales, memory_cycles, cycles=cycles, repeats=repeats, workdir=Path(tmp), log=log,
                                  save=save)
     logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
     os.environ.setdefault("WANDB_SILENT", "true")
     import torch
 
-    # One intra-op thread for every variant: the tiny networks gain nothing from more, and on a shared
-    # 2-core machine competing thread pools make timings swing by 10x. Both hosts do identical compute.
+    # One intra-op thread for every variant: on a shared 2-core machine competing thread pools make timings
+    # swing by 10x, and the legacy loop and Lightning do identical compute.
     torch.set_num_threads(1)
-    # In this order the two variants of each ratio take turns next to each other (host: 1-2, dispatch: 2-3,
-    # adapter: 4-5, native: 5-6): each of their cycles is measured right after the other's.
-    names = list(variants or ["legacy_none", "fit_none", "fit_sixteen_empty", "fit_six_adapted", "legacy_six",
-                              "fit_six_native"])
-    if len(set(names)) != len(names):
-        raise ValueError(f"run_benchmark variants must be distinct; got {names}.")
-    root = Path(workdir)
-    times: dict[str, list[float]] = {n: [] for n in names}
-    log(f"warm-up ({cycles} cycles per run)...")
-    _lockstep_round(names, cycles, root / "warmup")
-    for rep in range(repeats):
-        # One run of every variant per round, interleaved cycle by cycle (see _Lockstep), in reverse order every
-        # other round so that no variant always goes first.
-        seconds = _lockstep_round(names if rep % 2 == 0 else names[::-1], cycles, root / f"r{rep}")
-        for name in names:
-            times[name].append(seconds[name])
-        log(f"round {rep + 1}/{repeats}: " + ", ".join(f"{n} {times[n][-1]:.2f}s" for n in names))
-    cfg = _config(cycles, root)
-    steps = cycles * cfg.rollout_size
-    variants_out = {n: {"seconds_median": statistics.median(t), "seconds_min": min(t), "seconds_max": max(t),
-                        "env_steps_per_second": steps / statistics.median(t), "runs": t}
-                    for n, t in times.items() if t}
-    ratios: dict[str, Any] = {}
-    for ratio, (num, den) in RATIOS.items():
-        if times.get(num) and times.get(den):
-            per_round = [a / b for a, b in zip(times[num], times[den])]
-            ratios[ratio] = {"median": statistics.median(per_round), "min": min(per_round), "max": max(per_round),
-                             "target": TARGETS[ratio], "meets_target": statistics.median(per_round) <= TARGETS[ratio],
-                             "numerator": num, "denominator": den, "per_round": per_round}
-        else:
-            ratios[ratio] = {"median": None, "target": TARGETS[ratio], "meets_target": None,
-                             "note": f"variant {num if not times.get(num) else den} not available"}
-    results = {"machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
-                           "platform": platform.platform()},
-               "cycles": cycles, "repeats": repeats, "env_steps_per_run": steps, "variants": variants_out,
-               "ratios": ratios, "memory": {}, "dispatch_cost": _dispatch_cost_ns()}
+    results: dict[str, Any] = {"machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
+                                           "platform": platform.platform(), "torch_threads": 1},
+                               "scales": {}, "memory": {}, "dispatch_cost": _dispatch_cost_ns()}
+    for scale in scales or list(SCALES):
+        if scale not in SCALES:
+            raise ValueError(f"unknown scale {scale!r}; known: {', '.join(SCALES)}.")
+        results["scales"][scale] = run_scale(scale, cycles, repeats, workdir=Path(workdir), log=log)
+        if save is not None:
+            save(results)
+    from .bench_envs import measure_async_env
+
+    quick = cycles is not None and cycles <= 2 and repeats == 1
+    results["slow_env"] = measure_async_env(Path(workdir) / "slow_env", cycles=2 if quick else 4,
+                                            repeats=1 if quick else 5, log=log)
     if save is not None:
         save(results)
     if memory_cycles:
@@ -345,8 +482,8 @@ def run_benchmark(cycles: int = 10, repeats: int = 15, memory_cycles: int | None
                 before, base = _peak_rss_mb(name, memory_cycles)
                 before_long, long = _peak_rss_mb(name, memory_cycles * 10)
                 results["memory"][name] = {
-                    "base_mb": base, "long_mb": long, "ratio": long / base, "target": TARGETS["memory"],
-                    "meets_target": long / base <= TARGETS["memory"],
+                    "scale": "demo", "base_mb": base, "long_mb": long, "ratio": long / base,
+                    "target": TARGETS["memory"], "meets_target": long / base <= TARGETS["memory"],
                     "growth_mb": {"base": base - before, "long": long - before_long}}
                 log(f"memory {name}: peak {base:.0f} MB -> {long:.0f} MB over 10x the cycles ({long / base:.3f}); "
                     f"above the resident size at the start: {base - before:.1f} MB -> {long - before_long:.1f} MB")
@@ -358,100 +495,98 @@ def run_benchmark(cycles: int = 10, repeats: int = 15, memory_cycles: int | None
     return results
 
 
+def _met(flag: bool | None) -> str:
+    return "" if flag is None else ("yes" if flag else "NO")
+
+
 def format_table(results: dict[str, Any]) -> str:
-    lines = ["| ratio | meaning | median | min-max | target | met |", "|---|---|---|---|---|---|"]
-    for ratio, info in results["ratios"].items():
-        num, den = RATIOS[ratio]
-        if info.get("median") is None:
-            lines.append(f"| {ratio} | {num} / {den} | n/a | | <= {info['target']:.2f} | {info.get('note', '')} |")
-            continue
-        lines.append(f"| {ratio} | {num} / {den} | {info['median']:.3f} | {info['min']:.3f}-{info['max']:.3f} | "
-                     f"<= {info['target']:.2f} | {'yes' if info['meets_target'] else 'NO'} |")
+    lines = ["| scale | ratio | meaning | median | min-max | target | met |", "|---|---|---|---|---|---|---|"]
+    for scale, res in results["scales"].items():
+        for ratio, info in res["ratios"].items():
+            num, den = RATIOS[ratio]
+            target = "" if info["target"] is None else f"<= {info['target']:.2f}"
+            if info.get("median") is None:
+                lines.append(f"| {scale} | {ratio} | {num} / {den} | n/a | | {target} | {info.get('note', '')} |")
+                continue
+            lines.append(f"| {scale} | {ratio} | {num} / {den} | {info['median']:.3f} | {info['min']:.3f}-"
+                         f"{info['max']:.3f} | {target} | {_met(info['meets_target'])} |")
     for name, info in results.get("memory", {}).items():
         if name == "error":
-            lines.append(f"| memory | not measured | | {info} | <= {TARGETS['memory']:.2f} | |")
+            lines.append(f"| demo | memory | not measured | | {info} | <= {TARGETS['memory']:.2f} | |")
             continue
         growth = info["growth_mb"]
-        lines.append(f"| memory | peak RSS {name}, 10x cycles / base | {info['ratio']:.3f} | "
+        lines.append(f"| demo | memory | peak RSS {name}, 10x cycles / base | {info['ratio']:.3f} | "
                      f"{info['base_mb']:.0f} -> {info['long_mb']:.0f} MB (+{growth['base']:.1f} -> "
                      f"+{growth['long']:.1f} MB over the start) | <= {info['target']:.2f} | "
-                     f"{'yes' if info['meets_target'] else 'NO'} |")
+                     f"{_met(info['meets_target'])} |")
+    lines += ["", "Fixed overhead, Lightning minus the legacy loop, ms (median, min-max of the rounds):", "",
+              "| scale | what | per cycle | per cycle outside the PPO work | per run (set-up, teardown, due eval/checkpoint)"
+              " | whole run / cycles |", "|---|---|---|---|---|---|"]
+    for scale, res in results["scales"].items():
+        for name, info in res["fixed_overhead"].items():
+            cells = [f"{info[k]['median']:.1f} ({info[k]['min']:.1f} to {info[k]['max']:.1f})"
+                     for k in ("per_cycle_ms", "outside_ppo_work_per_cycle_ms", "per_run_rest_ms",
+                               "amortized_per_cycle_ms")]
+            target = (f" (target <= {info['target_per_cycle_ms']:.0f}: {_met(info['meets_target'])})"
+                      if "target_per_cycle_ms" in info else "")
+            lines.append(f"| {scale} | {name}: {info['lightning']} - {info['legacy']} | {cells[0]}{target} | "
+                         f"{cells[1]} | {cells[2]} | {cells[3]} |")
+    lines += ["", "| scale | variant | median s per run | s per cycle | env steps/s |", "|---|---|---|---|---|"]
+    for scale, res in results["scales"].items():
+        for name, info in res["variants"].items():
+            lines.append(f"| {scale} | {name} | {info['seconds_median']:.2f} | {info['seconds_per_cycle_median']:.3f} "
+                         f"| {info['env_steps_per_second']:.0f} |")
     lines.append("")
-    lines.append("| variant | median s | env steps/s |")
-    lines.append("|---|---|---|")
-    for name, info in results["variants"].items():
-        lines.append(f"| {name} | {info['seconds_median']:.2f} | {info['env_steps_per_second']:.0f} |")
+    for scale, res in results["scales"].items():
+        if "adapted_event_us" in res:
+            e = res["adapted_event_us"]
+            lines.append(f"[{scale}] per adapted legacy event, in the runs ((sixteen-empty - none) / events delivered, "
+                         f"{e['events_per_run']} per run): {e['median']:.1f} us ({e['min']:.1f} to {e['max']:.1f})")
+    slow = results.get("slow_env")
+    if slow:
+        whole, cycle = slow["speedup_whole_run"], slow["speedup_per_cycle"]
+        lines.append(f"slow env ({slow['env']}, {slow['work_per_step']} per step, "
+                     f"{slow['settings']['n_envs']} envs, {os.cpu_count()} cores): vector_env async / sync speed-up "
+                     f"{whole['median']:.2f}x per run ({whole['min']:.2f}-{whole['max']:.2f})"
+                     + (f", {cycle['median']:.2f}x per cycle without the workers' start-up "
+                        f"({cycle['min']:.2f}-{cycle['max']:.2f})" if cycle else ""))
     d = results["dispatch_cost"]
-    lines.append("")
-    lines.append(f"dispatch per event: direct call {d['direct_call_ns']:.0f} ns, legacy CallbackManager "
+    lines.append(f"dispatch per event, microbenchmark: direct call {d['direct_call_ns']:.0f} ns, legacy CallbackManager "
                  f"{d['legacy_manager_ns']:.0f} ns, adapter (RL event -> legacy method) {d['adapter_ns']:.0f} ns")
     return "\n".join(lines)
 
 
-def learning_check(config_path: str = "examples/cartpole.yaml", log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Train the CartPole config under both hosts and report evaluation return vs environment steps.
-
-    Reference points from outside: Stable-Baselines3's zoo reports 500 at 100k steps with tuned settings,
-    CleanRL's default PPO about 490 at 500k steps. The target here: >= 475 within 100k steps on both hosts.
-    """
-    from legacy_callbacks import BaseCallback
-
-    from .adapter import LegacyCallbackAdapter
-    from .runfile import load_run_config
-    from .legacy_host import LegacyTrainer
-    from .lightning_host import fit
-
-    cfg = load_run_config(config_path).train
-    curves: dict[str, list[tuple[int, float]]] = {}
-    for host in ("legacy", "lightning"):
-        curve: list[tuple[int, float]] = []
-
-        class Curve(BaseCallback):
-            def on_evaluation_end(self, trainer, eval_results):
-                curve.append((trainer.total_timesteps, eval_results["episode_reward_mean"]))
-
-        run_cfg = cfg.replace(checkpoint_dir=str(Path(tempfile.mkdtemp()) / host))
-        start = time.perf_counter()
-        if host == "legacy":
-            LegacyTrainer(run_cfg, [Curve()]).train()
-        else:
-            fit(run_cfg, [LegacyCallbackAdapter(Curve())], logger=False)
-        seconds = time.perf_counter() - start
-        curves[host] = curve
-        reached = next((steps for steps, ret in curve if ret >= 475), None)
-        log(f"{host}: " + ", ".join(f"{steps // 1000}k:{ret:.0f}" for steps, ret in curve)
-            + f"  -> first >= 475 at {reached if reached is not None else 'never'} steps ({seconds:.0f} s)")
-    return {host: {"curve": curve, "first_475": next((s for s, r in curve if r >= 475), None),
-                   "final": curve[-1][1] if curve else None} for host, curve in curves.items()}
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fxai_compat.bench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="smoke run: 2 cycles, 1 round, no memory runs")
-    parser.add_argument("--cycles", type=int, default=10,
-                        help="cycles per run (default 10: the demo's evaluation and checkpoint fall due once)")
-    parser.add_argument("--repeats", type=int, default=15,
-                        help="interleaved rounds (default 15: short runs, many rounds, on a noisy machine)")
-    parser.add_argument("--memory-cycles", type=int, default=None,
-                        help="cycles of the base memory run, the long one does 10x (default: --cycles; 0: skip)")
+    parser.add_argument("--quick", action="store_true", help="smoke run: every scale, 2 cycles, 1 round, no memory runs")
+    parser.add_argument("--scale", action="append", choices=list(SCALES),
+                        help="measure only this scale (repeatable; default: all three)")
+    parser.add_argument("--cycles", type=int, default=None,
+                        help="cycles per run at every scale (default: each scale's own: cartpole 20, demo 10, "
+                             "production 5, so that evaluation falls due once)")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="interleaved rounds at every scale (default: each scale's own: 10, 8, 4)")
+    parser.add_argument("--memory-cycles", type=int, default=10,
+                        help="cycles of the base memory run at the demo scale, the long one does 10x (0: skip)")
     parser.add_argument("--out", default="bench/results.json")
     parser.add_argument("--learning", action="store_true",
                         help="instead: the CartPole learning check (examples/cartpole.yaml) under both hosts")
     args = parser.parse_args(argv)
     if args.learning:
+        from .bench_learning import learning_check
+
         result = learning_check()
         ok = all(r["first_475"] is not None and r["first_475"] <= 100_000 for r in result.values())
         print("learning check:", "passed (>= 475 within 100k steps on both hosts)" if ok else "FAILED")
         return 0 if ok else 1
     if args.quick:
         args.cycles, args.repeats, args.memory_cycles = 2, 1, 0
-    if args.memory_cycles is None:
-        args.memory_cycles = args.cycles
-    if args.cycles <= 0 or args.repeats <= 0 or args.memory_cycles < 0:
-        parser.error("--cycles and --repeats must be positive, --memory-cycles >= 0")
+    if (args.cycles is not None and args.cycles < 2) or (args.repeats is not None and args.repeats <= 0) \
+            or args.memory_cycles < 0:
+        parser.error("--cycles must be at least 2, --repeats positive, --memory-cycles >= 0")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    results = run_benchmark(args.cycles, args.repeats, args.memory_cycles,
+    results = run_benchmark(args.scale, args.memory_cycles, cycles=args.cycles, repeats=args.repeats,
                             save=lambda found: out.write_text(json.dumps(found, indent=2)))
     print(format_table(results))
     print(f"\nwritten: {out}")

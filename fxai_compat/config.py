@@ -45,6 +45,10 @@ class TrainConfig:
     """FX env only: length of the built-in synthetic price series."""
     price_csv: str | None = None
     """FX env only: a CSV with a ``close`` column to trade instead of the synthetic series."""
+    vector_env: str = "sync"
+    """Gymnasium ids only: ``"sync"`` steps the ``n_envs`` environments one after the other in this process,
+    ``"async"`` each in its own worker process (gymnasium's ``AsyncVectorEnv``), for environments whose step
+    is slow; same seed, same results. (The FX env steps all its environments in one numpy call.)"""
 
     # --- rollout and PPO ---------------------------------------------------------------------
     n_steps: int = 128
@@ -102,6 +106,11 @@ class TrainConfig:
         for name in ("gamma", "gae_lambda"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 problems.append(f"{name} must lie in [0, 1], got {getattr(self, name)}")
+        if self.vector_env not in ("sync", "async"):
+            problems.append(f"vector_env must be 'sync' or 'async', got {self.vector_env!r}")
+        elif self.vector_env == "async" and self.env == "fx":
+            problems.append("vector_env 'async' applies to gymnasium environments; the FX env steps all its "
+                            "environments in one numpy call, so use vector_env 'sync' with env 'fx'")
         if self.transaction_cost < 0:
             problems.append(f"transaction_cost must be >= 0, got {self.transaction_cost}")
         if not self.hidden_sizes or any(h <= 0 for h in self.hidden_sizes):

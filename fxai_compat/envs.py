@@ -18,7 +18,8 @@ from gymnasium.vector.utils import batch_space
 
 from .config import ConfigError, TrainConfig
 
-__all__ = ["FXTradingEnv", "synthetic_log_returns", "load_price_csv", "check_environment", "make_vector_env", "RETURN_SCALE"]
+__all__ = ["FXTradingEnv", "synthetic_log_returns", "load_price_csv", "check_environment", "make_vector_env",
+           "RETURN_SCALE", "SlowStep", "SLOW_CARTPOLE"]
 
 #: Rewards are log-return P&L in units of 0.1 % so that per-step rewards are of order 1.
 RETURN_SCALE = 1000.0
@@ -203,18 +204,48 @@ def check_environment(config: TrainConfig) -> None:
                           f"such as 'CartPole-v1'.") from None
 
 
-def make_vector_env(config: TrainConfig, num_envs: int, seed: int) -> gym.vector.VectorEnv:
+class SlowStep(gym.Wrapper):
+    """Makes an environment's ``step`` do a fixed amount of extra CPU work first: ``work`` iterations of a
+    float recurrence in Python (25,000: about 1 ms on one core of the reference machine when it is quiet). Fixed
+    work, not a sleep or a wall-clock wait, so that it occupies a core the way a simulator would and takes longer
+    when cores are busy. For measuring ``vector_env: async`` on slow environments."""
+
+    def __init__(self, env: gym.Env, work: int = 25_000):
+        super().__init__(env)
+        self.work = work
+
+    def step(self, action):
+        x = 0.0
+        for _ in range(self.work):
+            x = x * 0.5 + 1.0
+        return self.env.step(action)
+
+
+def _slow_cartpole(work: int = 25_000, **kwargs: Any) -> gym.Env:
+    return SlowStep(gym.make("CartPole-v1", **kwargs), work)
+
+
+#: CartPole-v1 with about 1 ms of CPU work per step (``SlowStep``): the slow environment of the benchmark.
+SLOW_CARTPOLE = "fxai_compat/SlowCartPole-v1"
+if SLOW_CARTPOLE not in gym.registry:
+    gym.register(id=SLOW_CARTPOLE, entry_point=_slow_cartpole, max_episode_steps=500, kwargs={"work": 25_000})
+
+
+def make_vector_env(config: TrainConfig, num_envs: int, seed: int, *, mode: str | None = None) -> gym.vector.VectorEnv:
     """The vector environment a config asks for, with same-step auto-reset.
 
     ``"fx"`` builds :class:`FXTradingEnv` on the synthetic series (or ``price_csv``); anything else
-    is a gymnasium id made with ``gymnasium.make_vec`` (unknown ids raise a ``ConfigError``).
+    is a gymnasium id made with ``gymnasium.make_vec`` (unknown ids raise a ``ConfigError``), stepped in
+    this process or, with ``vector_env: async`` (``mode`` overrides it), in one worker process per
+    environment (``AsyncVectorEnv``; each sub-environment gets the same seed as in the synchronous one,
+    so the results are identical).
     """
     if config.env == "fx":
         returns = load_price_csv(config.price_csv) if config.price_csv else synthetic_log_returns(config.data_length, config.seed)
         return FXTradingEnv(num_envs, returns, episode_length=config.episode_length, obs_window=config.obs_window,
                             transaction_cost=config.transaction_cost, seed=seed)
     try:
-        env = gym.make_vec(config.env, num_envs=num_envs, vectorization_mode="sync",
+        env = gym.make_vec(config.env, num_envs=num_envs, vectorization_mode=mode or config.vector_env,
                            vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP})
     except gym.error.Error as exc:
         raise ConfigError(f"Unknown environment {config.env!r}: {exc}. Use 'fx' or a registered gymnasium id "

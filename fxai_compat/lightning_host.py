@@ -57,6 +57,7 @@ from pytorch_lightning.strategies import DDPStrategy
 
 from .checkpoints import RL_STATE_KEY, RUN_INFO_KEY, is_url, parent_location, write_atomic
 from .config import TrainConfig
+from .fast_paths import log_value, plain_step, plain_steps_suffice
 from .ppo import EVAL_KEYS, PPOCore
 from .resume_point import announce_resume
 from .rl_events import RL_HOOKS, RLEventBus, rl_noop  # noqa: F401 - public names kept here too
@@ -135,6 +136,7 @@ class PPOLightningModule(pl.LightningModule):
         self._sync_gradients = None
         self._rank_states: list[dict[str, Any]] | None = None
         self._train_metrics: dict[str, Any] | None = None
+        self._plain_steps = False
 
     # -- set-up -------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -152,6 +154,8 @@ class PPOLightningModule(pl.LightningModule):
     def on_train_start(self) -> None:
         # Callbacks' on_train_start (on_training_start, a legacy resume) has run; now start the envs.
         self.rl_events = RLEventBus(self.trainer, self, counters=False)  # the core keeps the counters
+        self.core.to_device(self.device)  # buffers and observations where the policy is; the envs stay on the CPU
+        self._plain_steps = plain_steps_suffice(self.trainer, self)
         self.core.start(self.rl_events)
 
     # -- a cycle --------------------------------------------------------------------------------
@@ -159,13 +163,18 @@ class PPOLightningModule(pl.LightningModule):
         core, bus = self.core, self.rl_events
         if bus is None:  # a module driven without on_train_start (e.g. tests calling fit_loop pieces)
             bus = self.rl_events = RLEventBus(self.trainer, self, counters=False)
+            core.to_device(self.device)
+            self._plain_steps = False
             core.start(bus)
         self.exact_logged = {}
         self.last_eval_results = None
         opt = self.optimizers()
         core.begin_cycle()
         rollout_info = core.collect_rollout(bus)
-        core.update(opt, bus, backward=self.manual_backward, step=opt.step, sync_gradients=self._sync_gradients)
+        if self._plain_steps:  # where manual_backward and opt.step would call only empty hooks (fast_paths)
+            core.update(opt, bus, backward=None, step=plain_step(opt), sync_gradients=self._sync_gradients)
+        else:
+            core.update(opt, bus, backward=self.manual_backward, step=opt.step, sync_gradients=self._sync_gradients)
         core.end_cycle()
         metrics = core.cycle_metrics(None)
         if self.trainer.world_size > 1:
@@ -194,9 +203,9 @@ class PPOLightningModule(pl.LightningModule):
         # are only reduced at on_train_epoch_end, after the validation loop, so a monitor that reads
         # callback_metrics at validation end (ModelCheckpoint when eval_every > 1, pruning callbacks)
         # would see the previous cycle's value. Evaluation results are epoch-level values of the val loop.
+        # log_value is self.log without its fixed per-call cost from the second cycle on (see fast_paths).
         self.exact_logged[name] = value
-        self.log(name, float(value), on_step=on_step, on_epoch=not on_step, prog_bar=prog_bar, batch_size=1,
-                 sync_dist=False)
+        log_value(self, name, value, on_step=on_step, on_epoch=not on_step, prog_bar=prog_bar)
 
     def cycle_metrics(self) -> dict[str, Any]:
         """The legacy ``metrics`` dict of the cycle just finished (exact values), eval keys included when due."""

@@ -6,6 +6,13 @@ supplies. ``LegacyTrainer`` and ``PPOLightningModule`` are thin drivers around i
 two hosts compute the same numbers: there is only one copy of the maths. All randomness is drawn
 from generators the core owns (never the global RNGs Lightning may touch), so host bookkeeping
 cannot shift the numbers.
+
+Devices: the environments run on the CPU (numpy); the policy, the rollout buffers, the observations and
+GAE live on the core's ``device`` (``to_device``; the Lightning host moves the core to its module's device
+at the start of training). Random draws stay on the CPU generator whatever the device (actions are sampled
+from probabilities copied to the CPU, which the environment needs there anyway; minibatch orders are drawn
+on the CPU and copied), so the random streams do not depend on the device. Checkpointed RL state is always
+on the CPU.
 """
 
 from __future__ import annotations
@@ -129,6 +136,7 @@ class PPOCore:
         self.num_updates = 0
         self.vector_steps = 0
         self.started = False
+        self.device = torch.device("cpu")
         n, s = config.n_envs, config.n_steps
         self._next_obs = torch.zeros(n, self.obs_dim)
         self._next_done = torch.zeros(n)
@@ -146,6 +154,19 @@ class PPOCore:
         self._cycle_lengths: list[int] = []
         self._cycle_losses: dict[str, list[float]] = {k: [] for k in _LOSS_KEYS}
         self._global_env_base = rank * n
+
+    #: The core's tensors that follow its device (the policy follows the module that holds it).
+    _DEVICE_TENSORS = ("_next_obs", "_next_done", "_buf_obs", "_buf_actions", "_buf_logprobs", "_buf_rewards",
+                       "_buf_dones", "_buf_values")
+
+    def to_device(self, device: torch.device | str) -> "PPOCore":
+        """Keep the rollout buffers and observations on ``device`` (the device of the policy's parameters)."""
+        device = torch.device(device)
+        if device != self.device:
+            for name in self._DEVICE_TENSORS:
+                setattr(self, name, getattr(self, name).to(device))
+            self.device = device
+        return self
 
     def _env_seed(self) -> int:
         return self.config.seed * 10_007 + 101 * self.rank + 1
@@ -168,8 +189,8 @@ class PPOCore:
         obs, _ = self.env.reset(seed=seed)
         self._ep_return[:] = 0.0
         self._ep_length[:] = 0
-        self._next_obs = torch.as_tensor(obs, dtype=torch.float32)
-        self._next_done = torch.zeros(self.config.n_envs)
+        self._next_obs = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
+        self._next_done = torch.zeros(self.config.n_envs, device=self.device)
         self.started = True
         for i in range(self.config.n_envs):
             self._ep_index[i] = self._new_episode_index()
@@ -199,7 +220,7 @@ class PPOCore:
         self._cycle_returns, self._cycle_lengths = [], []
         for k in _LOSS_KEYS:
             self._cycle_losses[k] = []
-        policy, gen, env = self.policy, self.generator, self.env
+        policy, gen, env, device = self.policy, self.generator, self.env, self.device
         fx = isinstance(env, FXTradingEnv)
         if sink.wants("rollout_start"):
             sink.emit("rollout_start", None)
@@ -212,16 +233,18 @@ class PPOCore:
             with torch.no_grad():
                 logits = policy(obs)
                 log_probs = torch.log_softmax(logits, dim=-1)
-                actions = torch.multinomial(log_probs.exp(), 1, generator=gen).squeeze(1)
+                # Sampled on the CPU generator (a no-op copy on the CPU): the same stream on every device.
+                actions_cpu = torch.multinomial(log_probs.exp().cpu(), 1, generator=gen).squeeze(1)
+                actions = actions_cpu.to(device)
                 self._buf_values[step] = policy.value(obs)
             self._buf_actions[step] = actions
             self._buf_logprobs[step] = log_probs.gather(1, actions.unsqueeze(1)).squeeze(1)
-            actions_np = actions.numpy()
+            actions_np = actions_cpu.numpy()
             next_obs, rewards, terminations, truncations, infos = env.step(actions_np)
             dones = np.logical_or(terminations, truncations)
-            self._buf_rewards[step] = torch.as_tensor(np.asarray(rewards, dtype=np.float32))
-            self._next_obs = torch.as_tensor(np.asarray(next_obs, dtype=np.float32))
-            self._next_done = torch.as_tensor(dones, dtype=torch.float32)
+            self._buf_rewards[step] = torch.as_tensor(np.asarray(rewards, dtype=np.float32), device=device)
+            self._next_obs = torch.as_tensor(np.asarray(next_obs, dtype=np.float32), device=device)
+            self._next_done = torch.as_tensor(dones, dtype=torch.float32, device=device)
             self._ep_return += rewards
             self._ep_length += 1
             self.total_timesteps += cfg.n_envs
@@ -283,7 +306,7 @@ class PPOCore:
         params = [p for p in self.policy.parameters()]
         n = cfg.rollout_size
         for epoch in range(cfg.update_epochs):
-            order = torch.randperm(n, generator=self.generator)
+            order = torch.randperm(n, generator=self.generator).to(self.device)
             for minibatch, begin in enumerate(range(0, n, cfg.minibatch_size)):
                 idx = order[begin:begin + cfg.minibatch_size]
                 info = {"update_index": self.num_updates, "epoch": epoch, "minibatch": minibatch}
@@ -330,7 +353,7 @@ class PPOCore:
         """
         cfg = self.config
         seed = int(np.random.SeedSequence([cfg.seed, 0xE7A1, self.cycle]).generate_state(1)[0])
-        env = make_vector_env(cfg, cfg.eval_episodes, seed=seed)
+        env = make_vector_env(cfg, cfg.eval_episodes, seed=seed, mode="sync")  # short-lived: no worker processes
         obs, _ = env.reset(seed=seed)
         n = cfg.eval_episodes
         returns, lengths = np.zeros(n), np.zeros(n, dtype=np.int64)
@@ -339,7 +362,8 @@ class PPOCore:
         fx = isinstance(env, FXTradingEnv)
         while not finished.all():
             with torch.no_grad():
-                actions = self.policy(torch.as_tensor(np.asarray(obs, dtype=np.float32))).argmax(-1).numpy()
+                obs_t = torch.as_tensor(np.asarray(obs, dtype=np.float32), device=self.device)
+                actions = self.policy(obs_t).argmax(-1).cpu().numpy()
             obs, rewards, terminations, truncations, infos = env.step(actions)
             live = ~finished
             returns[live] += rewards[live]
@@ -356,8 +380,8 @@ class PPOCore:
                 "episode_length_mean": float(lengths.mean()), "episodes": n, "win_rate": win_rate}
 
     def rollout_values(self) -> torch.Tensor:
-        """The critic's values of the last rollout, ``(n_steps, n_envs)`` (read-only use: e.g. histograms)."""
-        return self._buf_values
+        """The critic's values of the last rollout, ``(n_steps, n_envs)``, on the CPU (read-only use: histograms)."""
+        return self._buf_values.cpu()
 
     def cycle_metrics(self, eval_results: dict[str, Any] | None) -> dict[str, Any]:
         """The contract's ``metrics`` for the cycle just finished (plain Python numbers)."""
@@ -378,7 +402,7 @@ class PPOCore:
                  "cycles_completed": self.cycles_completed,
                  "num_updates": self.num_updates, "vector_steps": self.vector_steps, "started": self.started,
                  "episodes_started": self._episodes_started, "generator": self.generator.get_state(),
-                 "next_obs": self._next_obs.clone(), "next_done": self._next_done.clone(),
+                 "next_obs": self._next_obs.cpu().clone(), "next_done": self._next_done.cpu().clone(),
                  "ep_return": torch.from_numpy(self._ep_return.copy()), "ep_length": torch.from_numpy(self._ep_length.copy()),
                  "ep_index": torch.from_numpy(self._ep_index.copy()), "env_id": self.config.env,
                  "n_envs": self.config.n_envs}
@@ -396,8 +420,8 @@ class PPOCore:
         self.cycle = self.cycles_completed
         self._episodes_started = int(state["episodes_started"])
         self.generator.set_state(state["generator"])
-        self._next_obs = state["next_obs"].clone()
-        self._next_done = state["next_done"].clone()
+        self._next_obs = state["next_obs"].to(self.device, copy=True)
+        self._next_done = state["next_done"].to(self.device, copy=True)
         self._ep_return = state["ep_return"].numpy().copy()
         self._ep_length = state["ep_length"].numpy().copy()
         self._ep_index = state["ep_index"].numpy().copy()

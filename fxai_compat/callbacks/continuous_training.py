@@ -66,6 +66,7 @@ from pytorch_lightning.loggers import CSVLogger
 
 from ..checkpoints import RL_STATE_KEY, is_url, join_location, load_weights_only, parent_location
 from ..config import TrainConfig
+from ..fast_paths import log_value
 from ..lightning_host import RLModelCheckpoint
 from .checkpoint import refuse_shared_last_checkpoint
 
@@ -179,9 +180,8 @@ class ContinuousTrainingCallback(RLModelCheckpoint):
         return candidates
 
     def on_train_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
-        pl_module.log("training/version", float(self.version), on_step=False, on_epoch=True, batch_size=1)
-        pl_module.log("training/resumed", float(self.resumed_from is not None), on_step=False, on_epoch=True,
-                      batch_size=1)
+        log_value(pl_module, "training/version", self.version, on_step=False, on_epoch=True)
+        log_value(pl_module, "training/resumed", self.resumed_from is not None, on_step=False, on_epoch=True)
         super().on_train_epoch_end(trainer, pl_module)
         self._prune(trainer)
 

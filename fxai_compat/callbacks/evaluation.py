@@ -25,6 +25,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 
+from ..fast_paths import log_value
 from .base import MissingMetricError
 
 __all__ = ["EvaluationCallback"]
@@ -62,7 +63,7 @@ class EvaluationCallback(pl.Callback):
         if not math.isnan(reward) and reward > self.best_reward:
             self.best_reward = float(reward)
             self.best_cycle = cycle
-        pl_module.log("val/best_episode_reward_mean", self.best_reward, on_step=False, on_epoch=True, batch_size=1)
+        log_value(pl_module, "val/best_episode_reward_mean", self.best_reward, on_step=False, on_epoch=True)
         reached = self.reward_threshold is not None and reward >= self.reward_threshold
         if trainer.strategy.reduce_boolean_decision(bool(reached), all=False):
             trainer.should_stop = True

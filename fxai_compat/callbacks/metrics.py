@@ -35,6 +35,7 @@ import pytorch_lightning as pl
 import torch
 import torchmetrics
 
+from ..fast_paths import log_value
 from ..lightning_host import LOGGED_METRICS
 from .base import RLCallback
 
@@ -107,7 +108,7 @@ class MetricsCallback(RLCallback):
         logged[f"{self.prefix}episode_length_epoch"] = length_epoch
         for name, value in logged.items():
             # Identical on every rank (global windows, synced MeanMetric): no sync_dist needed.
-            pl_module.log(name, value, on_step=False, on_epoch=True, batch_size=1, sync_dist=False)
+            log_value(pl_module, name, value, on_step=False, on_epoch=True)
         self.last_logged = logged
         self.history.append({**self._cycle_record(trainer, pl_module), **stats})
 

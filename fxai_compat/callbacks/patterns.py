@@ -39,6 +39,7 @@ import numpy as np
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Checkpoint, EarlyStopping
 
+from ..fast_paths import log_value
 from ..lightning_host import RL_HOOKS
 from .base import RLCallback, is_rl_noop
 
@@ -210,7 +211,7 @@ class StateMachineCallback(pl.Callback):
         self._apply(self._by_name[self.phase], trainer, pl_module)
 
     def on_train_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
-        pl_module.log("phase/index", float(self.phase_index), on_step=False, on_epoch=True, batch_size=1)
+        log_value(pl_module, "phase/index", self.phase_index, on_step=False, on_epoch=True)
         target = None
         for transition in self.transitions:
             if transition.source == self.phase and transition.when(trainer, pl_module):
@@ -288,4 +289,4 @@ class DistributedRLCallback(RLCallback):
         for name, value in (("global_reward_mean", mean), ("global_reward_std", std),
                             ("global_episodes", float(len(rewards)))):
             # The same value on every rank after the gather: no sync_dist reduction needed.
-            pl_module.log(self.prefix + name, value, on_step=False, on_epoch=True, batch_size=1, sync_dist=False)
+            log_value(pl_module, self.prefix + name, value, on_step=False, on_epoch=True)

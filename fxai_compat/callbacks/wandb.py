@@ -331,6 +331,7 @@ def episode_frames(pl_module: "pl.LightningModule", max_steps: int = 200, height
     """
     config = pl_module.config
     policy = pl_module.policy
+    device = next(policy.parameters()).device
     if config.env != "fx":
         import gymnasium as gym
 
@@ -339,7 +340,7 @@ def episode_frames(pl_module: "pl.LightningModule", max_steps: int = 200, height
         frames = [env.render()]
         for _ in range(max_steps - 1):
             with torch.no_grad():
-                action = int(policy(torch.as_tensor(np.asarray(obs, dtype=np.float32))[None]).argmax(-1))
+                action = int(policy(torch.as_tensor(np.asarray(obs, dtype=np.float32), device=device)[None]).argmax(-1))
             obs, _, terminated, truncated, _ = env.step(action)
             frames.append(env.render())
             if terminated or truncated:
@@ -353,7 +354,7 @@ def episode_frames(pl_module: "pl.LightningModule", max_steps: int = 200, height
     returns, actions = [0.0], []
     for _ in range(max_steps):
         with torch.no_grad():
-            action = policy(torch.as_tensor(np.asarray(obs, dtype=np.float32))).argmax(-1).numpy()
+            action = policy(torch.as_tensor(np.asarray(obs, dtype=np.float32), device=device)).argmax(-1).cpu().numpy()
         obs, reward, terminated, truncated, _ = env.step(action)
         returns.append(returns[-1] + float(reward[0]))
         actions.append(int(action[0]))
