@@ -59,7 +59,7 @@ class TrainConfig:
     ``continue_training``): if the checkpoint's run was *interrupted* (killed or crashed before its cycles, not
     stopped by a callback) the new run finishes it, counting the cycles it already did (a 12-cycle run killed
     after cycle 9 and run again ends at 12); if that run had *finished*, continuous training starts a new run of
-    ``cycles`` more (``resume_from``/``ckpt_path`` of a finished run have nothing left). See ``fxai_compat.resume``."""
+    ``cycles`` more (``resume_from``/``ckpt_path`` of a finished run have nothing left). See ``fxai_compat.resume_cycles``."""
     update_epochs: int = 4
     minibatch_size: int = 128
     lr: float = 3e-4

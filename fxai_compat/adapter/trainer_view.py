@@ -15,7 +15,7 @@ from .. import lightning_host
 from ..checkpoints import TrainingCheckpoint, load_weights_only, read_training_checkpoint
 from ..lightning_host import NotifyingCheckpointIO
 from ..resume_point import announce_resume
-from ..resume import continue_interrupted_run
+from ..resume_cycles import continue_interrupted_run
 from .plain_module import is_foreign, restore_foreign_module
 from .shared import _adapters_of, _shared_state
 
