@@ -20,8 +20,8 @@ from typing import Any
 
 import torch
 
-__all__ = ["CheckpointError", "TrainingCheckpoint", "read_training_checkpoint", "write_atomic",
-           "LEGACY_FORMAT", "RL_STATE_KEY", "RUN_INFO_KEY", "POLICY_PREFIX"]
+__all__ = ["CheckpointError", "TrainingCheckpoint", "read_training_checkpoint", "write_atomic", "is_url",
+           "join_location", "parent_location", "LEGACY_FORMAT", "RL_STATE_KEY", "RUN_INFO_KEY", "POLICY_PREFIX"]
 
 LEGACY_FORMAT = "fxai-legacy-checkpoint"
 RL_STATE_KEY = "fxai_rl_state"
@@ -68,11 +68,39 @@ class TrainingCheckpoint:
         return not every or (self.run_cycles_done // every + 1) * every <= self.target_cycles
 
 
+def is_url(path: str | os.PathLike) -> bool:
+    """A path with a protocol other than ``file://`` (``s3://``, ``memory://`` ...): read and written through fsspec."""
+    text = os.fspath(path)
+    return "://" in text and not text.startswith("file://")
+
+
+def join_location(folder: str | os.PathLike, name: str) -> str:
+    """``folder/name`` for a local folder or a URL (``pathlib`` would turn ``memory://x`` into ``memory:/x``)."""
+    folder = os.fspath(folder)
+    return f"{folder.rstrip('/')}/{name}" if is_url(folder) else os.path.join(folder, name)
+
+
+def parent_location(path: str | os.PathLike) -> str:
+    """The folder holding ``path``, for a local path or a URL."""
+    path = os.fspath(path)
+    if is_url(path):
+        protocol, _, rest = path.partition("://")
+        head = rest.rstrip("/").rpartition("/")[0]
+        return f"{protocol}://{head}"
+    return str(Path(path).parent)
+
+
 def write_atomic(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save`` to a temporary file in the same folder, fsync, then rename over ``path``.
 
-    A reader (or a resumed run) therefore sees either the old file or the complete new one.
+    A reader (or a resumed run) therefore sees either the old file or the complete new one. A URL
+    (``s3://``, ``memory://``) is written through fsspec as Lightning's ``TorchCheckpointIO`` writes it:
+    serialized in memory first, then put inside a filesystem transaction (atomic where the filesystem
+    allows: object stores publish an upload whole; a failed write leaves nothing).
     """
+    if is_url(path):
+        _write_url(obj, os.fspath(path))
+        return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -91,6 +119,22 @@ def write_atomic(obj: Any, path: str | os.PathLike) -> None:
         raise
 
 
+def _write_url(obj: Any, url: str) -> None:
+    import io
+
+    import fsspec
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    fs, target = fsspec.core.url_to_fs(url)
+    parent = target.rsplit("/", 1)[0] if "/" in target else ""
+    if parent:
+        fs.makedirs(parent, exist_ok=True)
+    with fs.transaction:
+        with fs.open(target, "wb") as handle:
+            handle.write(buffer.getvalue())
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -100,6 +144,8 @@ def _umask() -> int:
 def load_weights_only(path: str | os.PathLike) -> Any:
     """``torch.load(weights_only=True)`` with one-line errors for missing, damaged and unsafe files."""
     path = str(path)
+    if is_url(path):
+        return _load_url(path)
     if not os.path.isfile(path):
         raise CheckpointError(f"Checkpoint {path} does not exist.")
     try:
@@ -122,6 +168,32 @@ def load_weights_only(path: str | os.PathLike) -> Any:
                               f"allow ({first[:160]}); only trusted tensor checkpoints are loaded.") from None
     except (EOFError, RuntimeError, zipfile.BadZipFile, ValueError, OSError, IndexError, KeyError) as exc:
         raise CheckpointError(f"Checkpoint {path} is truncated or not a PyTorch checkpoint "
+                              f"({type(exc).__name__}: {str(exc)[:160]}).") from None
+
+
+def _load_url(url: str) -> Any:
+    import io
+
+    import fsspec
+
+    try:
+        fs, target = fsspec.core.url_to_fs(url)
+        if not fs.isfile(target):
+            raise CheckpointError(f"Checkpoint {url} does not exist.")
+        data = fs.cat_file(target)
+    except CheckpointError:
+        raise
+    except (OSError, ValueError, ImportError) as exc:
+        raise CheckpointError(f"Cannot read checkpoint {url}: {str(exc)[:160] or type(exc).__name__}.") from None
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*Detected pickle protocol.*")
+            return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise CheckpointError(f"Refused to load {url}: it is not a PyTorch checkpoint of tensors (weights_only "
+                              f"loading refused it); only trusted tensor checkpoints are loaded.") from None
+    except (EOFError, RuntimeError, zipfile.BadZipFile, ValueError, IndexError, KeyError) as exc:
+        raise CheckpointError(f"Checkpoint {url} is truncated or not a PyTorch checkpoint "
                               f"({type(exc).__name__}: {str(exc)[:160]}).") from None
 
 

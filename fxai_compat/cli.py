@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fxai-compat: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("fxai-compat: interrupted", file=sys.stderr)
+        print("fxai-compat: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
 
 

@@ -9,7 +9,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any, get_type_hints
 
-__all__ = ["TrainConfig", "ConfigError"]
+__all__ = ["TrainConfig", "ConfigError", "MAX_SEED", "estimate_memory_bytes"]
+
+#: The largest seed numpy's legacy seeding (``np.random.seed``) accepts; every seed the hosts derive stays in range.
+MAX_SEED = 2**32 - 1
+#: Integers longer than this in a config are refused as typos (Python itself refuses to parse beyond 4300 digits).
+_MAX_DIGITS = 30
 
 
 class ConfigError(ValueError):
@@ -54,7 +59,7 @@ class TrainConfig:
     ``continue_training``): if the checkpoint's run was *interrupted* (killed or crashed before its cycles, not
     stopped by a callback) the new run finishes it, counting the cycles it already did (a 12-cycle run killed
     after cycle 9 and run again ends at 12); if that run had *finished*, continuous training starts a new run of
-    ``cycles`` more (``resume_from``/``ckpt_path`` of a finished run have nothing left). See ``fxai_compat.resume``."""
+    ``cycles`` more (``resume_from``/``ckpt_path`` of a finished run have nothing left). See ``fxai_compat.resume_cycles``."""
     update_epochs: int = 4
     minibatch_size: int = 128
     lr: float = 3e-4
@@ -78,6 +83,15 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         problems = []
+        for f in fields(self):  # NaN passes every comparison below, inf most of them: refuse both by name
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                problems.append(f"{f.name} must be a finite number, got {value}")
+        if problems:
+            raise ConfigError("Invalid TrainConfig: " + "; ".join(problems) + ".")
+        if not 0 <= self.seed <= MAX_SEED:
+            problems.append(f"seed must be an integer from 0 to {MAX_SEED} (numpy's seed range), got "
+                            f"{_short(self.seed)}")
         for name in ("n_envs", "n_steps", "cycles", "update_epochs", "minibatch_size", "eval_episodes",
                      "episode_length", "obs_window", "data_length"):
             if getattr(self, name) <= 0:
@@ -110,6 +124,7 @@ class TrainConfig:
                             f"{self.episode_length} plus obs_window {self.obs_window}")
         if problems:
             raise ConfigError("Invalid TrainConfig: " + "; ".join(problems) + ".")
+        _refuse_if_too_big(self)
 
     # ------------------------------------------------------------------------------------------
     @property
@@ -173,6 +188,9 @@ def load_yaml(path: str | os.PathLike) -> Any:
             return yaml.safe_load(handle)
     except OSError as exc:
         raise ConfigError(f"Cannot read config file {path}: {exc.strerror or exc}.") from None
+    except ValueError as exc:  # "Exceeds the limit (4300 digits) for integer string conversion"
+        raise ConfigError(f"Config file {path} holds a value Python cannot read ({_first_sentence(exc)}); "
+                          f"check the numbers in it.") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -185,9 +203,12 @@ def _coerce(name: str, value: Any, hint: Any, source: str) -> Any:
     def bad(expected: str) -> ConfigError:
         return ConfigError(f"{source}: {name} must be {expected}, got {value!r} ({type(value).__name__}).")
 
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**_MAX_DIGITS:
+        raise ConfigError(f"{source}: {name} is a {len(str(abs(value)))}-digit number ({_short(value)}); "
+                          f"no setting takes a value that large.")
     if text in ("int", "<class 'int'>"):
         if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, float) and value.is_integer():
+            if isinstance(value, float) and math.isfinite(value) and value.is_integer():
                 return int(value)
             raise bad("an integer")
         return value
@@ -210,5 +231,59 @@ def _coerce(name: str, value: Any, hint: Any, source: str) -> Any:
     if "tuple" in text:
         if not isinstance(value, (list, tuple)) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
             raise bad("a list of integers")
+        if any(abs(v) >= 10**_MAX_DIGITS for v in value):
+            raise ConfigError(f"{source}: {name} holds a number with more than {_MAX_DIGITS} digits; "
+                              f"no layer is that wide.")
         return tuple(value)
     return value
+
+
+def _short(value: Any) -> str:
+    """A number for an error message: a 5000-digit literal is shown by its length, not printed whole."""
+    text = str(value)
+    return text if len(text) <= 24 else f"{text[:8]}...{text[-4:]} ({len(text.lstrip('-'))} digits)"
+
+
+def _first_sentence(exc: BaseException) -> str:
+    return (str(exc).split(";")[0].split("\n")[0] or type(exc).__name__).rstrip(".")
+
+
+def estimate_memory_bytes(config: TrainConfig) -> int:
+    """A lower bound of the memory one process of the run needs: the rollout buffers, the policy with its
+    gradients and Adam state, a minibatch's activations, the price series and the environments' own arrays.
+    The observation size of a gymnasium environment is not known before it is made; 1 is assumed (a bound)."""
+    obs = config.obs_window + 1 if config.env == "fx" else 1
+    rollout = config.n_steps * config.n_envs * (obs + 6) * 4  # float32 observations, then actions, logprobs ...
+    widths = [obs, *config.hidden_sizes]
+    params = sum(a * b + b for a, b in zip(widths, widths[1:])) + widths[-1] * 4 + 4  # trunk, actor and critic heads
+    training = params * 4 * 4  # parameters, gradients, two Adam moments
+    activations = config.minibatch_size * sum(config.hidden_sizes) * 4 * 3
+    series = config.data_length * 8 * 2 if config.env == "fx" and not config.price_csv else 0
+    envs = config.n_envs * (10 * 8 + 2 * obs * 4) + max(config.n_envs, config.eval_episodes) * obs * 4
+    return rollout + training + activations + series + envs
+
+
+def available_memory_bytes() -> int | None:
+    """Memory the system can give a new allocation now (``MemAvailable`` plus free swap), or None if unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            info = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in handle if line.split()[1:]}
+        return info["MemAvailable"] + info.get("SwapFree", 0)
+    except (OSError, KeyError, ValueError, IndexError):
+        try:
+            return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            return None
+
+
+def _refuse_if_too_big(config: TrainConfig) -> None:
+    needed = estimate_memory_bytes(config)
+    if needed < 256 * 2**20:  # the common case: not worth reading /proc
+        return
+    available = available_memory_bytes()
+    if available is not None and needed > available:
+        raise ConfigError(f"Invalid TrainConfig: this run needs at least {needed / 2**30:.1f} GiB of memory "
+                          f"(rollout n_steps * n_envs = {_short(config.rollout_size)} transitions, hidden_sizes "
+                          f"{list(config.hidden_sizes) if len(str(list(config.hidden_sizes))) < 60 else '...'}, "
+                          f"data_length {_short(config.data_length)}) and {available / 2**30:.1f} GiB are "
+                          f"available; lower n_steps, n_envs, hidden_sizes or data_length.")

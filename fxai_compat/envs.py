@@ -18,8 +18,8 @@ from gymnasium.vector.utils import batch_space
 
 from .config import ConfigError, TrainConfig
 
-__all__ = ["FXTradingEnv", "synthetic_log_returns", "load_price_csv", "make_vector_env", "RETURN_SCALE", "SlowStep",
-           "SLOW_CARTPOLE"]
+__all__ = ["FXTradingEnv", "synthetic_log_returns", "load_price_csv", "check_environment", "make_vector_env",
+           "RETURN_SCALE", "SlowStep", "SLOW_CARTPOLE"]
 
 #: Rewards are log-return P&L in units of 0.1 % so that per-step rewards are of order 1.
 RETURN_SCALE = 1000.0
@@ -70,6 +70,11 @@ def load_price_csv(path: str) -> np.ndarray:
                 closes.append(value)
     except OSError as exc:
         raise ConfigError(f"Cannot read price CSV {path}: {exc.strerror or exc}.") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"Price CSV {path} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset "
+                          f"{exc.start}); save it as UTF-8 (plain ASCII is fine).") from None
+    except csv.Error as exc:
+        raise ConfigError(f"Price CSV {path} is not a readable CSV file: {exc}.") from None
     if len(closes) < 3:
         raise ConfigError(f"Price CSV {path} holds {len(closes)} prices; at least 3 are needed.")
     return np.diff(np.log(np.asarray(closes, dtype=np.float64)))
@@ -183,6 +188,20 @@ class FXTradingEnv(gym.vector.VectorEnv):
     def _observe(self) -> np.ndarray:
         window = self.returns[self._t[:, None] + self._offsets] / self.scale
         return np.concatenate([window, self._position[:, None]], axis=1).astype(np.float32)
+
+
+def check_environment(config: TrainConfig) -> None:
+    """Refuse, before anything is built or written, an environment the run could not make: an unknown
+    gymnasium id, or (FX) a price CSV that cannot be read. Cheap: the id is looked up, not made."""
+    if config.env == "fx":
+        if config.price_csv:
+            load_price_csv(config.price_csv)
+        return
+    try:
+        gym.spec(config.env)
+    except gym.error.Error as exc:
+        raise ConfigError(f"Unknown environment {config.env!r}: {exc}. Use 'fx' or a registered gymnasium id "
+                          f"such as 'CartPole-v1'.") from None
 
 
 class SlowStep(gym.Wrapper):

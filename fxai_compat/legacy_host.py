@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 from legacy_callbacks import CallbackManager, TrainingContext
 
-from .checkpoints import LEGACY_FORMAT, read_training_checkpoint, write_atomic
+from .checkpoints import LEGACY_FORMAT, join_location, read_training_checkpoint, write_atomic
 from .config import TrainConfig
 from .events import RL_ROUTES
 from .ppo import PPOCore
+from .resume_point import announce_resume
 
 __all__ = ["LegacyTrainer", "checkpoint_filename", "callback_state_keys"]
 
@@ -174,7 +174,7 @@ class LegacyTrainer:
         self._fire("on_metrics_computed", metrics=dict(metrics))
         self._fire("on_cycle_complete", metrics=dict(metrics))
         if cfg.checkpoint_due(self.run_cycles_done):
-            path = self.save_checkpoint(Path(cfg.checkpoint_dir) / checkpoint_filename(core.cycle))
+            path = self.save_checkpoint(join_location(cfg.checkpoint_dir, checkpoint_filename(core.cycle)))
             self.checkpoint_paths.append(path)
         return metrics
 
@@ -188,6 +188,7 @@ class LegacyTrainer:
         if ckpt.optimizer is not None:
             self.optimizer.load_state_dict(ckpt.optimizer)
         self.core.load_state_dict(ckpt.rl_state)
+        announce_resume(path, ckpt.rl_state)  # auto-resume and a callback's load (continuous training) alike
         if whole_run:
             self.run_cycles_done, self.run_target = ckpt.run_cycles_done, self.train_config.cycles
         elif ckpt.interrupted and not self._looping:  # TrainConfig.cycles: an interrupted run is finished, not restarted

@@ -38,10 +38,14 @@ counters).
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+import signal
+import threading
 import warnings
 from collections.abc import Iterable, Mapping
 from copy import deepcopy
-from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -51,14 +55,16 @@ from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 from pytorch_lightning.strategies import DDPStrategy
 
-from .checkpoints import RL_STATE_KEY, RUN_INFO_KEY, write_atomic
+from .checkpoints import RL_STATE_KEY, RUN_INFO_KEY, is_url, parent_location, write_atomic
 from .config import TrainConfig
 from .fast_paths import log_value, plain_step, plain_steps_suffice
 from .ppo import EVAL_KEYS, PPOCore
+from .resume_point import announce_resume
 from .rl_events import RL_HOOKS, RLEventBus, rl_noop  # noqa: F401 - public names kept here too
 
 __all__ = ["PPOLightningModule", "RLDataModule", "RLEventBus", "RL_HOOKS", "NotifyingCheckpointIO",
-           "CycleCheckpoint", "RLModelCheckpoint", "RLDDPStrategy", "fit", "build_trainer", "LOGGED_METRICS"]
+           "CycleCheckpoint", "RLModelCheckpoint", "RLDDPStrategy", "fit", "build_trainer", "LOGGED_METRICS",
+           "keep_keyboard_interrupt"]
 
 #: Legacy metric key -> the name the module logs it under (``self.log``); data, overridable by adapters.
 LOGGED_METRICS = {
@@ -237,6 +243,8 @@ class PPOLightningModule(pl.LightningModule):
                               f"rollouts repeat rank 0's. Resume with the number of processes that wrote the "
                               f"checkpoint, from a checkpoint written at the end of a cycle.", stacklevel=2)
         self.core.load_state_dict(state)
+        if trainer is not None and trainer.is_global_zero and trainer.ckpt_path:
+            announce_resume(trainer.ckpt_path, state)  # every Lightning resume says where it continues
 
 
 #: Checkpoint key of the list of every rank's RL state (DDP); ``RL_STATE_KEY`` holds rank 0's.
@@ -296,7 +304,10 @@ _DDP_START_METHODS = {"ddp": "popen", "ddp_spawn": "spawn", "ddp_fork": "fork", 
 
 
 class NotifyingCheckpointIO(TorchCheckpointIO):
-    """Writes checkpoints atomically (temp file + rename) and tells listeners once the file is on disk.
+    """Writes checkpoints atomically and tells listeners (with the path or URL) once the file is written.
+
+    A local path: temp file in the same folder, fsync, rename. A URL (``s3://``, ``memory://``): through
+    fsspec, as Lightning's ``TorchCheckpointIO`` writes (serialized first, then written in a transaction).
 
     Lightning 2.x has no after-save hook (``on_save_checkpoint`` runs before the write, with the
     dict); this is the one place every save passes through: ``ModelCheckpoint`` and manual
@@ -312,7 +323,7 @@ class NotifyingCheckpointIO(TorchCheckpointIO):
             raise TypeError(f"{type(self).__name__} does not take storage_options (got {storage_options!r}).")
         write_atomic(checkpoint, path)
         for listener in list(self.listeners):
-            listener(str(path))
+            listener(os.fspath(path))
 
     @staticmethod
     def of(trainer: "pl.Trainer") -> "NotifyingCheckpointIO":
@@ -355,6 +366,26 @@ class RLModelCheckpoint(ModelCheckpoint):
         if every >= 1 and (trainer.current_epoch + 1) % every == 0:
             super().on_train_epoch_end(trainer, pl_module)
 
+    def setup(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
+        # ModelCheckpoint refuses save_last="link" off the local disk; _link_checkpoint below copies there instead.
+        link = self.save_last == "link" and is_url(self.dirpath or "")
+        if link:
+            self.save_last = True
+        try:
+            super().setup(trainer, pl_module, stage)
+        finally:
+            if link:
+                self.save_last = "link"
+
+    @staticmethod
+    def _link_checkpoint(trainer: "pl.Trainer", filepath: str, linkpath: str) -> None:
+        # ModelCheckpoint removes the link and then re-creates it: a process killed in between leaves no
+        # last.ckpt. Here the new link is made under a temporary name and renamed over the old one (atomic on
+        # POSIX). On a remote filesystem (no links) the file is copied, inside a transaction.
+        if trainer.is_global_zero and os.path.abspath(filepath) != os.path.abspath(linkpath):
+            replace_link(filepath, linkpath)
+        trainer.strategy.barrier()
+
 
 class CycleCheckpoint(RLModelCheckpoint):
     """``ModelCheckpoint`` writing one ``cycle-NNNN.ckpt`` per due cycle (named like the legacy loop's files)
@@ -372,6 +403,34 @@ class CycleCheckpoint(RLModelCheckpoint):
         pass
 
 
+def replace_link(filepath: str, linkpath: str) -> None:
+    """Point ``linkpath`` at ``filepath``, replacing what was there in one step (a reader sees the old link or the new
+    one, never none); a copy where links cannot be made (remote filesystems, Windows without the right)."""
+    if is_url(linkpath):
+        import fsspec
+
+        fs, target = fsspec.core.url_to_fs(linkpath)
+        with fs.transaction:
+            fs.copy(fsspec.core.url_to_fs(filepath)[1], target)
+        return
+    folder = os.path.dirname(linkpath) or "."
+    tmp = os.path.join(folder, f".{os.path.basename(linkpath)}.link-{os.getpid()}")
+    try:
+        if os.path.lexists(tmp):
+            os.remove(tmp)
+        try:
+            os.symlink(os.path.relpath(filepath, folder), tmp)
+        except OSError:
+            shutil.copy(filepath, tmp)
+        if os.path.isdir(linkpath) and not os.path.islink(linkpath):
+            shutil.rmtree(linkpath)
+        os.replace(tmp, linkpath)
+    except BaseException:
+        if os.path.lexists(tmp):
+            os.remove(tmp)
+        raise
+
+
 def build_trainer(config: TrainConfig, callbacks: Iterable[pl.Callback] | None = None, **trainer_kwargs: Any) -> pl.Trainer:
     """A ``pl.Trainer`` set up for RL cycles: one epoch per cycle, validation every ``eval_every``
     epochs, periodic checkpoints, atomic notifying checkpoint writes, CSV logs. ``trainer_kwargs`` win.
@@ -383,7 +442,7 @@ def build_trainer(config: TrainConfig, callbacks: Iterable[pl.Callback] | None =
     if (config.checkpoint_every and trainer_kwargs.get("enable_checkpointing", True) is not False
             and not any(isinstance(cb, CycleCheckpoint) for cb in callbacks)):
         callbacks.append(CycleCheckpoint(config.checkpoint_dir, config.checkpoint_every))
-    root = trainer_kwargs.pop("default_root_dir", None) or str(Path(config.checkpoint_dir).parent)
+    root = trainer_kwargs.pop("default_root_dir", None) or parent_location(config.checkpoint_dir)
     kwargs: dict[str, Any] = dict(
         max_epochs=config.cycles, accelerator="cpu", devices=1, num_sanity_val_steps=0,
         check_val_every_n_epoch=config.eval_every or 1, limit_val_batches=1 if config.eval_every else 0,
@@ -427,8 +486,30 @@ def fit(config: TrainConfig | Mapping[str, Any], callbacks: Iterable[pl.Callback
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_mapping(config)
     trainer = build_trainer(cfg, callbacks, **trainer_kwargs)
     module = PPOLightningModule(cfg)
-    trainer.fit(module, datamodule=RLDataModule(cfg), ckpt_path=ckpt_path)
+    with keep_keyboard_interrupt():
+        trainer.fit(module, datamodule=RLDataModule(cfg), ckpt_path=ckpt_path)
     return trainer
+
+
+@contextlib.contextmanager
+def keep_keyboard_interrupt():
+    """Lightning turns a ``KeyboardInterrupt`` (Ctrl-C, or one raised by a callback) into ``SystemExit(1)`` after its
+    graceful shutdown, and leaves SIGINT ignored for the rest of the process. Here the caller gets the
+    ``KeyboardInterrupt`` itself back (the same object, with the notes the legacy callback manager added) and the
+    SIGINT handler it had: a command line can then say "interrupted" and exit 130, a notebook stays interruptible.
+    ``fit`` uses it; wrap your own ``trainer.fit(...)`` in ``with keep_keyboard_interrupt():`` for the same."""
+    on_main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGINT) if on_main else None
+    try:
+        yield
+    except SystemExit as exc:
+        interrupt = exc.__context__
+        if exc.code == 1 and isinstance(interrupt, KeyboardInterrupt):
+            raise interrupt from None
+        raise
+    finally:
+        if on_main and previous is not None and signal.getsignal(signal.SIGINT) is not previous:
+            signal.signal(signal.SIGINT, previous)
 
 
 def _quiet_rl_warnings() -> None:

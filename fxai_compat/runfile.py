@@ -38,6 +38,9 @@ def _parse_set(items: list[str]) -> list[tuple[list[str], Any]]:
             value = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError:
             value = raw
+        except ValueError as exc:  # "Exceeds the limit (4300 digits) for integer string conversion"
+            raise ConfigError(f"--set {key.strip()}: {str(exc).split(';')[0]}; no setting takes a value that "
+                              f"large.") from None
         path = key.strip().split(".")
         if path[0] not in _SECTIONS:
             path = ["train", *path]

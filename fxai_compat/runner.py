@@ -1,15 +1,14 @@
-"""The ``train`` command's work: resume detection, building callbacks, running either host, finishing W&B runs and
-Optuna trials. Called by :mod:`fxai_compat.cli` (argument parsing) and :mod:`fxai_compat.tune` (one run per trial).
+"""The ``train`` command's work: checks up front (:mod:`fxai_compat.preflight`), the resume point
+(:mod:`fxai_compat.resume_point`), the run lock, building callbacks, running either host, finishing W&B runs
+and Optuna trials. Called by :mod:`fxai_compat.cli` (argument parsing) and :mod:`fxai_compat.tune` (one run per trial).
 """
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .checkpoints import CheckpointError
 from .config import ConfigError
 from .runfile import RunConfig, load_run_config
 
@@ -96,10 +95,9 @@ def _train_lightning(run: RunConfig, impl: list[str], shadow_strict: bool, run_d
                                   f"continuous_training entry: it plans them from the newest version (set train.cycles).")
             trainer = continue_training(run.train, built.callbacks, logger=loggers or False, **options)
         else:
-            if ckpt_path:
-                print(f"resuming from {ckpt_path}")
-            trainer = fit(run.train, built.callbacks, logger=loggers or False,
-                          **({"ckpt_path": ckpt_path} if ckpt_path else {}), **options)
+            if ckpt_path:  # the point chosen up front (it may stand for the trainer section's ckpt_path: last)
+                options["ckpt_path"] = ckpt_path
+            trainer = fit(run.train, built.callbacks, logger=loggers or False, **options)
         for callback in built.native.values():
             if callable(getattr(callback, "check_pruned", None)):
                 callback.check_pruned()
@@ -123,106 +121,24 @@ def _finish_wandb_runs(built, loggers=()) -> None:
             run.finish()
 
 
-def _resume_checkpoint(args: argparse.Namespace, run: RunConfig) -> str | None:
-    """The checkpoint ``train`` continues from, checked before anything is built or written.
-
-    ``--resume-from PATH``: that file (a full training checkpoint, loaded weights-only). Otherwise, unless
-    ``--fresh``: under Lightning the ``last.ckpt`` in ``checkpoint_dir``; under ``--host legacy`` the newest (last
-    written) ``cycle-NNNN.ckpt`` there. Both are written atomically, so never a partial file (a temp file carries
-    another name). A finished run's checkpoint is passed too: the host restores it and trains no more. A run of
-    the other host found there is refused, not resumed across hosts or trained over."""
-    from .checkpoints import read_training_checkpoint
-
-    explicit = getattr(args, "resume_from", None)
-    if explicit:
-        if getattr(args, "fresh", False):
-            raise ConfigError("--fresh and --resume-from exclude each other: give one.")
-        ckpt = read_training_checkpoint(explicit)
-        if args.host == "lightning" and ckpt.kind != "lightning":
-            raise CheckpointError(_other_host(explicit, ckpt.kind, "this one"))
-        _check_policy_shapes(ckpt, run)
-        return str(explicit)
-    if getattr(args, "fresh", False) or (args.host == "lightning" and "ckpt_path" in run.trainer):
-        return None
-    continuous = run.callbacks.get("continuous_training")
-    if "continuous_training" in run.callbacks and (not isinstance(continuous, Mapping)
-                                                   or continuous.get("enabled", True) is not False):
-        return None  # it resumes from its newest complete version by itself (under either host)
-    ckpt_dir = Path(run.train.checkpoint_dir)
-    if args.host == "lightning":
-        found = ckpt_dir / "last.ckpt"
-        if not found.exists():
-            newest = _newest_checkpoint(ckpt_dir)
-            if newest is not None:  # the legacy loop's run, which Lightning would train over from scratch
-                try:
-                    kind = read_training_checkpoint(newest).kind
-                except CheckpointError:
-                    return None
-                if kind != "lightning":
-                    raise CheckpointError(_other_host(newest, kind, "this run", fresh=True))
-            return None
-    else:
-        found = _newest_checkpoint(ckpt_dir, "last.ckpt")  # a Lightning run's last.ckpt is found, and refused
-        if found is None:
-            return None
-    try:
-        ckpt = read_training_checkpoint(found)
-    except CheckpointError as exc:
-        raise CheckpointError(f"{exc} Pass --fresh to start the run over.") from None
-    if ckpt.kind != ("lightning" if args.host == "lightning" else "legacy"):
-        raise CheckpointError(_other_host(found, ckpt.kind, "this run", fresh=True))
-    planned = run.trainer.get("max_epochs", run.train.cycles) if args.host == "lightning" else run.train.cycles
-    if planned is not None and ckpt.run_cycles_done >= planned:
-        print(f"{found}: the run already did {ckpt.run_cycles_done} of {planned} cycles; nothing to train "
-              f"(--fresh starts over)")
-    _check_policy_shapes(ckpt, run)
-    return str(found)
-
-
-def _newest_checkpoint(ckpt_dir: Path, *also: str) -> Path | None:
-    """The last written ``cycle-NNNN.ckpt`` (or ``also`` name) in ``ckpt_dir``. By time, not cycle number: after a
-    ``--fresh`` start over, an older run's higher-numbered files are still there."""
-    import re
-
-    if not ckpt_dir.is_dir():
-        return None
-    found = [p for p in ckpt_dir.iterdir() if (re.fullmatch(r"cycle-\d+\.ckpt", p.name) or p.name in also)
-             and p.is_file()]
-    return max(found, key=lambda p: (p.stat().st_mtime_ns, p.name), default=None)
-
-
-def _other_host(path, kind: str, what: str, *, fresh: bool = False) -> str:
-    """The one-line refusal of a checkpoint the other host wrote."""
-    fresh_too = ", or pass --fresh to start over" if fresh else ""
-    if kind == "lightning":
-        return (f"{path} was written by Lightning; --host legacy resumes by itself only from the legacy loop's "
-                f"checkpoints (resume {what} with --host lightning or --resume-from {path}{fresh_too}).")
-    return (f"{path} was written by the legacy loop; --host lightning resumes from a Lightning .ckpt (resume {what} "
-            f"with --host legacy{fresh_too}).")
-
-
-def _check_policy_shapes(ckpt, run: RunConfig) -> None:
-    """A checkpoint of another architecture would fail deep in load_state_dict (a traceback, after logs exist)."""
-    from .ppo import PPOCore
-
-    expected = {k: tuple(v.shape) for k, v in PPOCore(run.train).policy.state_dict().items()}
-    held = {k: tuple(v.shape) for k, v in ckpt.model.items()}
-    if held != expected:
-        diff = sorted(set(held) ^ set(expected)) or [k for k in sorted(held) if held[k] != expected[k]]
-        key = diff[0]
-        raise CheckpointError(f"{ckpt.path} holds a policy of another shape than this config's ({key}: checkpoint "
-                     f"{list(held.get(key, ())) or 'none'}, config {list(expected.get(key, ())) or 'none'}); resume "
-                     f"with the config that wrote it (env, obs_window, hidden_sizes).")
-
-
 def train(args: argparse.Namespace) -> int:
     """The ``train`` command's work: load the run file, find the checkpoint to resume, run the chosen host, report."""
-    run = load_run_config(args.config, args.set)
-    resume_from = _resume_checkpoint(args, run)
-    if run.train.env == "fx" and run.train.price_csv:  # read before logs or checkpoints exist: a bad file leaves none
-        from .envs import load_price_csv
+    from .preflight import preflight
+    from .resume_point import choose_resume_point
+    from .run_lock import RunLock
 
-        load_price_csv(run.train.price_csv)
+    run = load_run_config(args.config, args.set)
+    # Everything that can be refused is refused here, before a log, a checkpoint or the lock file exists.
+    preflight(run.train, run.trainer, host=args.host, source=run.source)
+    resume_from = choose_resume_point(args.host, run.train, run.trainer, run.callbacks,
+                                      resume_from=getattr(args, "resume_from", None), fresh=getattr(args, "fresh", False))
+    with RunLock(run.train.checkpoint_dir) as lock:  # a second train on this checkpoint_dir is refused
+        if lock.message:
+            print(lock.message)
+        return _run(args, run, resume_from)
+
+
+def _run(args: argparse.Namespace, run: RunConfig, resume_from: str | None) -> int:
     run_dir = Path(run.train.checkpoint_dir).parent
     extras: dict[str, Any] = {}
     callbacks: list[Any] = []
@@ -243,8 +159,6 @@ def train(args: argparse.Namespace) -> int:
 
             trainer = LegacyTrainer(run.train, callbacks,
                                     progress=RunProgress() if run.trainer.get("enable_progress_bar", True) else None)
-            if resume_from:
-                print(f"resuming from {resume_from}")
             trainer.train(resume_from=resume_from)
             core, metrics = trainer.core, trainer.core.cycle_metrics(None)
             checkpoints = trainer.checkpoint_paths

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from .config import ConfigError
+from .preflight import preflight
 from .runfile import RunConfig, load_run_config
 from .runner import _train_lightning
 from .studies import _WORKER_ATTR, HEARTBEAT_GRACE, HEARTBEAT_INTERVAL, open_study
@@ -173,8 +174,10 @@ def tune(args: argparse.Namespace) -> int:
     if "optuna" not in run.callbacks:
         raise ConfigError(f"{run.source}: tuning needs an optuna entry in the callbacks section (it prunes trials).")
     validate_callbacks(run.callbacks, args.impl)
-    study = open_study(args.storage, args.study, **beats)
     base_dir = Path(run.train.checkpoint_dir).parent / "tune" / args.study
+    # The trainer section, the environment and the trial folders too: each would otherwise fail the first trial.
+    preflight(run.train, {**run.trainer, "enable_progress_bar": False}, source=run.source, directories=(str(base_dir),))
+    study = open_study(args.storage, args.study, **beats)
 
     from .tune_space import suggest, trial_callbacks, trial_wandb_group
 

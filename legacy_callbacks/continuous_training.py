@@ -33,6 +33,9 @@ class ContinuousTrainingCallback(BaseCallback):
     def on_checkpoint_saved(self, trainer, checkpoint_path):
         self.version += 1
         new_path = self._get_checkpoint_path(self.version)
+        if _is_url(self.checkpoint_dir):
+            self._copy_remote(checkpoint_path, new_path)
+            return
         os.makedirs(self.checkpoint_dir, exist_ok=True)
         # Copy under a name that does not match version_N.ckpt, then rename: a crash mid-copy
         # must never leave a partial file that the next run would resume from.
@@ -42,11 +45,36 @@ class ContinuousTrainingCallback(BaseCallback):
         self.copies.append(new_path)
         self._prune()
 
-    def _versions(self):
+    def _copy_remote(self, checkpoint_path, new_path):
+        # A remote folder (s3://, memory://): copied through fsspec inside a transaction, so a failed copy
+        # publishes nothing (object stores make an upload visible whole).
+        import fsspec
+
+        fs, folder = fsspec.core.url_to_fs(self.checkpoint_dir)
+        fs.makedirs(folder, exist_ok=True)
+        with fsspec.open(checkpoint_path, "rb") as source:
+            data = source.read()
+        with fs.transaction:
+            with fs.open(fsspec.core.url_to_fs(new_path)[1], "wb") as handle:
+                handle.write(data)
+        self.copies.append(new_path)
+        self._prune()
+
+    def _listdir(self):
+        if _is_url(self.checkpoint_dir):
+            import fsspec
+
+            fs, folder = fsspec.core.url_to_fs(self.checkpoint_dir)
+            if not fs.isdir(folder):
+                return []
+            return [name.rstrip("/").rsplit("/", 1)[-1] for name in fs.ls(folder, detail=False)]
         if not os.path.isdir(self.checkpoint_dir):
             return []
+        return os.listdir(self.checkpoint_dir)
+
+    def _versions(self):
         versions = []
-        for filename in os.listdir(self.checkpoint_dir):
+        for filename in self._listdir():
             match = _VERSION_FILE.fullmatch(filename)
             if match:
                 versions.append(int(match.group(1)))
@@ -57,6 +85,8 @@ class ContinuousTrainingCallback(BaseCallback):
         return versions[-1] if versions else 0
 
     def _get_checkpoint_path(self, version):
+        if _is_url(self.checkpoint_dir):
+            return f"{self.checkpoint_dir.rstrip('/')}/version_{version:04d}.ckpt"
         return os.path.join(self.checkpoint_dir, f"version_{version:04d}.ckpt")
 
     def _prune(self):
@@ -64,4 +94,16 @@ class ContinuousTrainingCallback(BaseCallback):
             return
         versions = self._versions()
         for version in versions[:-self.keep_versions]:
-            os.remove(self._get_checkpoint_path(version))
+            path = self._get_checkpoint_path(version)
+            if _is_url(path):
+                import fsspec
+
+                fs, target = fsspec.core.url_to_fs(path)
+                fs.rm(target)
+            else:
+                os.remove(path)
+
+
+def _is_url(path):
+    """A remote folder or file (``s3://``, ``memory://``): handled through fsspec."""
+    return "://" in str(path) and not str(path).startswith("file://")

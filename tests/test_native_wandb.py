@@ -3,10 +3,7 @@ compared with the legacy WandbCallback's run; refusals for configurations that c
 
 from __future__ import annotations
 
-import glob
 import importlib.util
-import json
-import struct
 import warnings
 
 import numpy as np
@@ -15,6 +12,7 @@ import pytest
 from fxai_compat import LegacyTrainer, fit
 from fxai_compat.callbacks import RLCallback, RLWandbCallback, create_wandb_logger
 from fxai_compat.callbacks.wandb import episode_frames
+from fxai_compat.parity.wandb_files import read_offline_run
 from legacy_callbacks import WandbCallback
 
 
@@ -22,41 +20,9 @@ from conftest import tiny
 
 
 def read_history(run_dir, settle_seconds: float = 20.0) -> list[dict]:
-    """The ``history`` records of an offline run's ``run-*.wandb`` file, read once wandb-core has written
-    them: ``run.finish()`` can return before the file holds the run's records, so read until two reads
-    a moment apart agree (at most ``settle_seconds``)."""
-    import time
-
-    deadline, previous = time.monotonic() + settle_seconds, None
-    while True:
-        records = _parse_history(run_dir)
-        if (records and records == previous) or time.monotonic() > deadline:
-            return records
-        previous = records
-        time.sleep(0.5)
-
-
-def _parse_history(run_dir) -> list[dict]:
-    """The ``history`` records of an offline run's ``run-*.wandb`` file (a LevelDB-style log of protobuf records)."""
-    from wandb.proto import wandb_internal_pb2 as pb
-
-    (path,) = glob.glob(str(run_dir / "wandb" / "offline-run-*" / "run-*.wandb"))
-    data = open(path, "rb").read()
-    assert data[:4] == b":W&B"
-    pos, block, pending, out = 7, 32768, b"", []
-    while pos + 7 <= len(data):
-        if block - pos % block < 7:  # block trailer padding
-            pos += block - pos % block
-            continue
-        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
-        chunk, pos = data[pos + 7:pos + 7 + length], pos + 7 + length
-        pending = chunk if kind in (1, 2) else pending + chunk  # 1 full, 2 first, 3 middle, 4 last
-        if kind in (1, 4):
-            record = pb.Record()
-            record.ParseFromString(pending)
-            if record.WhichOneof("record_type") == "history":
-                out.append({(i.key or "/".join(i.nested_key)): json.loads(i.value_json) for i in record.history.item})
-    return out
+    """The ``history`` records of the offline run under ``run_dir``, read with the parity toolkit's own reader
+    once wandb-core has written them."""
+    return read_offline_run(run_dir, settle_seconds).history
 
 
 class EpisodeLog(RLCallback):

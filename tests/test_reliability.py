@@ -136,7 +136,7 @@ def test_sigkill_mid_cycle_and_mid_checkpoint_write_then_rerun_resumes_and_match
         # the same command again: it resumes from the newest complete checkpoint, no manual step
         assert main(["train", "--config", str(cfg)]) == 0
         out = capsys.readouterr().out
-        assert f"resuming from {ckpt_dir / 'last.ckpt'}" in out
+        assert f"resumed from {ckpt_dir / 'cycle-0001.ckpt'} at cycle 2, " in out  # last.ckpt's target
         assert "trained 6 cycles in all" in out
         final = read_training_checkpoint(ckpt_dir / "cycle-0005.ckpt")
         _assert_same_params(final.model, reference.model)
@@ -169,7 +169,7 @@ def test_sigkill_under_the_legacy_host_then_the_same_command_resumes_and_matches
         # the same command again: no --resume-from, no manual step
         assert main(["train", "--host", "legacy", "--config", str(cfg)]) == 0
         out = capsys.readouterr().out
-        assert f"resuming from {ckpt_dir / 'cycle-0001.ckpt'}" in out, out
+        assert f"resumed from {ckpt_dir / 'cycle-0001.ckpt'} at cycle 2, " in out, out
         # continued, not started over (a deterministic fresh run would end with the same numbers, rewriting this)
         assert (ckpt_dir / "cycle-0001.ckpt").stat().st_mtime_ns == kept
         assert summary[0] in out  # 6 cycles in all, the same env steps, episodes and last reward as uninterrupted
@@ -192,19 +192,19 @@ def test_the_legacy_host_resumes_its_last_written_checkpoint_and_fresh_starts_ov
         assert main(["train", "--host", "legacy", "--config", str(cfg), *extra]) == 0
         return capsys.readouterr().out
 
-    assert "resuming from" not in train()
+    assert "resumed from" not in train()
     written = {p.name: p.stat().st_mtime_ns for p in ckpt_dir.glob("cycle-*.ckpt")}
     assert sorted(written) == ["cycle-0000.ckpt", "cycle-0001.ckpt", "cycle-0002.ckpt"]
     out = train()  # a finished run, run again: nothing to train, nothing overwritten
-    assert f"resuming from {ckpt_dir / 'cycle-0002.ckpt'}" in out and "nothing to train" in out
+    assert f"resumed from {ckpt_dir / 'cycle-0002.ckpt'} at cycle 3, " in out and "nothing to train" in out
     assert "trained 3 cycles in all" in out
     assert {p.name: p.stat().st_mtime_ns for p in ckpt_dir.glob("cycle-*.ckpt")} == written
     out = train("--fresh", "--set", "cycles=1")
-    assert "resuming from" not in out and "trained 1 cycles in all" in out
+    assert "resumed from" not in out and "trained 1 cycles in all" in out
     # The newest checkpoint is the last one written (the fresh run's cycle-0000), not the highest-numbered one
     # (the old run's cycle-0002, which would resume a run that is not this one).
     out = train("--set", "cycles=2")
-    assert f"resuming from {ckpt_dir / 'cycle-0000.ckpt'}" in out and "trained 2 cycles in all" in out
+    assert f"resumed from {ckpt_dir / 'cycle-0000.ckpt'} at cycle 1, " in out and "trained 2 cycles in all" in out
 
 
 def test_auto_resume_refuses_a_run_of_the_other_host(tmp_path, capsys):
@@ -238,7 +238,8 @@ def test_a_killed_continuous_training_run_resumes_from_its_newest_version_with_n
     capsys.readouterr()
     assert main(["train", "--config", str(cfg)]) == 0  # the same command: the callback picks its newest version
     out = capsys.readouterr().out
-    assert "resuming from" not in out  # continuous training resumes by itself, not from last.ckpt
+    # continuous training resumes by itself, from its newest version, not from the periodic checkpoints
+    assert f"resumed from {versions / 'version_0001.ckpt'} at cycle 2, " in out, out
     newest = sorted(versions.glob("version_*.ckpt"))[-1]
     # Version 1 (2 cycles) was the killed run's; the rerun finishes that run (TrainConfig.cycles): 6 in all.
     assert read_training_checkpoint(newest).rl_state["cycles_completed"] == 6
@@ -250,7 +251,7 @@ def test_fresh_ignores_an_interrupted_runs_last_checkpoint(tmp_path, capsys):
     capsys.readouterr()
     assert main(["train", "--config", str(cfg), "--fresh"]) == 0
     out = capsys.readouterr().out
-    assert "resuming from" not in out and "trained 2 cycles in all" in out
+    assert "resumed from" not in out and "trained 2 cycles in all" in out
 
 
 def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
@@ -495,7 +496,7 @@ def test_resume_from_under_the_legacy_host(tmp_path, capsys):
     assert main(["train", "--host", "legacy", "--resume-from", first, *same,
                  "--set", f"checkpoint_dir={tmp_path / 'second' / 'ckpt'}"]) == 0
     out = capsys.readouterr().out
-    assert f"resuming from {first}" in out and "trained 2 cycles in all" in out
+    assert f"resumed from {first} at cycle 1, " in out and "trained 2 cycles in all" in out
     # a checkpoint of another architecture than the config's (default hidden_sizes): one line, nothing written
     _assert_refused(tmp_path, capsys, ["--host", "legacy", "--resume-from", first], "another shape than this config's")
 

@@ -1,4 +1,4 @@
-"""One meaning of "how many cycles a resumed run trains" (TrainConfig.cycles, fxai_compat.resume) on every path:
+"""One meaning of "how many cycles a resumed run trains" (TrainConfig.cycles, fxai_compat.resume_cycles) on every path:
 the legacy ContinuousTrainingCallback on both hosts, LegacyTrainer's resume_from, Lightning's ckpt_path and the
 native continue_training. A 12-cycle run interrupted after cycle 9 (by a crash, or a real SIGKILL) and started
 again ends at 12 cycles in all on every path; started once more, a continuous-training path adds 12."""

@@ -14,7 +14,8 @@ import pytorch_lightning as pl
 from .. import lightning_host
 from ..checkpoints import TrainingCheckpoint, load_weights_only, read_training_checkpoint
 from ..lightning_host import NotifyingCheckpointIO
-from ..resume import continue_interrupted_run
+from ..resume_point import announce_resume
+from ..resume_cycles import continue_interrupted_run
 from .plain_module import is_foreign, restore_foreign_module
 from .shared import _adapters_of, _shared_state
 
@@ -155,4 +156,6 @@ def _restore_training_state(trainer: "pl.Trainer", module: "pl.LightningModule",
             if by_rank is not None and len(by_rank) == trainer.world_size:
                 state = by_rank[trainer.global_rank]
         core.load_state_dict(state)
+    if trainer.is_global_zero:
+        announce_resume(path, ckpt.rl_state)  # a legacy callback's load (continuous training) says where, too
     return ckpt

@@ -58,14 +58,13 @@ import os
 import re
 import time
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import CSVLogger
 
-from ..checkpoints import RL_STATE_KEY, load_weights_only
+from ..checkpoints import RL_STATE_KEY, is_url, join_location, load_weights_only, parent_location
 from ..config import TrainConfig
 from ..fast_paths import log_value
 from ..lightning_host import RLModelCheckpoint
@@ -136,21 +135,17 @@ class ContinuousTrainingCallback(RLModelCheckpoint):
 
     # -- where things are -----------------------------------------------------------------------
     def find_last_checkpoint(self) -> str | None:
-        """The newest ``last*.ckpt`` of ``checkpoint_dir`` (the rule of ``ckpt_path="last"``), or ``None``."""
-        directory = Path(self.checkpoint_dir)
-        if not directory.is_dir():
-            return None
-        found = [p for p in directory.iterdir() if re.match(rf"^{self.CHECKPOINT_NAME_LAST}(-(\d+))?$", p.stem)
-                 and p.suffix == self.FILE_EXTENSION and p.exists()]
-        return str(max(found, key=lambda p: p.stat().st_mtime)) if found else None
+        """The newest ``last*.ckpt`` of ``checkpoint_dir`` (the rule of ``ckpt_path="last"``), or ``None``.
+        A local or remote (fsspec URL) folder; a dangling local link does not count."""
+        pattern = re.compile(rf"{self.CHECKPOINT_NAME_LAST}(-(\d+))?{re.escape(self.FILE_EXTENSION)}")
+        found = [(mtime, path) for name, path, mtime in _listing(self.checkpoint_dir) if pattern.fullmatch(name)]
+        return max(found)[1] if found else None
 
     def version_files(self) -> list[str]:
         """The session files ``version_NNNN.ckpt`` in ``checkpoint_dir``, oldest version first."""
-        if not os.path.isdir(self.checkpoint_dir):
-            return []
-        found = sorted((int(m.group(1)), name) for name in os.listdir(self.checkpoint_dir)
+        found = sorted((int(m.group(1)), path) for name, path, _ in _listing(self.checkpoint_dir)
                        if (m := _VERSION_FILE.fullmatch(name)))
-        return [os.path.join(self.checkpoint_dir, name) for _, name in found]
+        return [path for _, path in found]
 
     # -- Lightning hooks ------------------------------------------------------------------------
     @property
@@ -215,16 +210,47 @@ class ContinuousTrainingCallback(RLModelCheckpoint):
     def _prune(self, trainer: "pl.Trainer") -> None:
         if self.keep_versions is None or not trainer.is_global_zero:
             return
-        current = os.path.abspath(self.format_checkpoint_name({"version": self.version}))
+        def where(path: str) -> str:
+            return path if is_url(path) else os.path.abspath(path)
+
+        current = where(self.format_checkpoint_name({"version": self.version}))
         for path in self.version_files()[:-self.keep_versions]:
-            if os.path.abspath(path) != current:
+            if where(path) != current:
                 trainer.strategy.remove_checkpoint(path)
+
+
+def _listing(folder: str) -> list[tuple[str, str, float]]:
+    """``(name, path, modification time)`` of the files of a local folder or an fsspec URL (empty if none)."""
+    if not is_url(folder):
+        if not os.path.isdir(folder):
+            return []
+        out = []
+        for name in os.listdir(folder):
+            path = os.path.join(folder, name)
+            try:
+                out.append((name, path, os.stat(path).st_mtime))  # follows links: a dangling one raises
+            except OSError:
+                continue
+        return out
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(folder)
+    if not fs.isdir(root):
+        return []
+    out = []
+    for info in fs.ls(root, detail=True):
+        if info.get("type") != "file":
+            continue
+        name = info["name"].rstrip("/").rsplit("/", 1)[-1]
+        when = info.get("mtime") or info.get("created") or info.get("LastModified") or 0
+        out.append((name, join_location(folder, name), when.timestamp() if hasattr(when, "timestamp") else float(when)))
+    return out
 
 
 def default_versions_dir(config: TrainConfig) -> str:
     """``<checkpoint_dir>/versions``: next to, not inside, the periodic ``cycle-*.ckpt``/``last.ckpt`` of the run,
     whose own ``last.ckpt`` link must not be confused with this callback's."""
-    return str(Path(config.checkpoint_dir) / "versions")
+    return join_location(config.checkpoint_dir, "versions")
 
 
 def continue_training(config: TrainConfig | Mapping[str, Any], callbacks: Iterable[pl.Callback] = (), *,
@@ -251,18 +277,22 @@ def continue_training(config: TrainConfig | Mapping[str, Any], callbacks: Iterab
     last = keeper.find_last_checkpoint()
     version, max_epochs = plan_session(read_version_info(last) if last else None, cycles or cfg.cycles)
     if logger is None:
-        root = Path(trainer_kwargs.get("default_root_dir") or Path(cfg.checkpoint_dir).parent)
-        logger = CSVLogger(save_dir=str(root), name="lightning_logs", version=_log_version(root / "lightning_logs", version))
+        root = trainer_kwargs.get("default_root_dir") or parent_location(cfg.checkpoint_dir)
+        logger = CSVLogger(save_dir=str(root), name="lightning_logs",
+                           version=_log_version(join_location(root, "lightning_logs"), version))
     trainer_kwargs.setdefault("enable_checkpointing", True)
     return fit(cfg, callbacks, ckpt_path=last, max_epochs=max_epochs, logger=logger, **trainer_kwargs)
 
 
-def _log_version(logs: Path, version: int) -> str:
+def _log_version(logs: str, version: int) -> str:
     """``version_<v>``, or ``version_<v>-part<k>`` when an interrupted session is finished: CSVLogger deletes the
     metrics file of a log directory it reopens, and the interrupted part's metrics must stay."""
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(logs)
     name = f"version_{version}"
     part = 1
-    while (logs / name).is_dir() and any((logs / name).iterdir()):
+    while fs.isdir(f"{root}/{name}") and fs.ls(f"{root}/{name}"):
         part += 1
         name = f"version_{version}-part{part}"
     return name

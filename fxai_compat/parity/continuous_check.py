@@ -1,6 +1,6 @@
 """Continuous training, proven by resuming: the same run started again on every resume path, session by session.
 
-A *path* is one way a run is started again (``TrainConfig.cycles`` and :mod:`fxai_compat.resume` give the rule
+A *path* is one way a run is started again (``TrainConfig.cycles`` and :mod:`fxai_compat.resume_cycles` give the rule
 all of them follow):
 
 * ``legacy-callback/legacy-host``: the legacy ``ContinuousTrainingCallback`` (it loads the newest version in
