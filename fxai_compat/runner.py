@@ -6,6 +6,7 @@ and Optuna trials. Called by :mod:`fxai_compat.cli` (argument parsing) and :mod:
 from __future__ import annotations
 
 import argparse
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 

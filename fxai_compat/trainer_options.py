@@ -74,6 +74,8 @@ def check_trainer_options(options: Mapping[str, Any], config: TrainConfig | None
             close = difflib.get_close_matches(str(key), [*parameters, *FIT_OPTIONS], n=1)
             hint = f" (did you mean {close[0]}?)" if close else f"; pl.Trainer takes: {', '.join(sorted(parameters))}"
             raise ConfigError(f"{where}: unknown pl.Trainer option {key}{hint}.")
+        if key == "logger":  # the run file's forms (csv, tensorboard, wandb, lists, class_path): fxai_compat.loggers
+            continue
         if key in _HOST_OPTIONS and value is not None:
             raise ConfigError(f"{where}: {key} cannot be set in a run file (the run builds its own {key}); "
                               f"choose callbacks in the callbacks section.")

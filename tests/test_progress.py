@@ -46,7 +46,7 @@ def test_one_line_per_cycle_and_true_cycle_numbers_after_a_resume(tmp_path, caps
     # Resumed (Lightning: from last.ckpt; legacy: from its newest cycle checkpoint) for 5 cycles in all.
     assert main(["train", "--config", str(path), "--host", host, "--set", "cycles=5"]) == 0
     again = capsys.readouterr().out
-    assert "resuming from" in again
+    assert "resumed from" in again
     assert _progress(again) == [(4, 5, 256), (5, 5, 320)]
     if host == "lightning":  # the resumed session's logged epoch/step continue (Lightning restores them)
         rows = _metrics_rows(tmp_path / "run" / "lightning_logs" / "version_1")
