@@ -166,6 +166,9 @@ def run_benchmark(n_envs: int = 8, steps: int = 2000, rounds: int = 15,
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .run_summary import quiet_noise
+
+    quiet_noise()  # Lightning's litlogger tip, once per Trainer
     parser = argparse.ArgumentParser(prog="python -m fxai_compat.bench_envwrap", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 rounds of 200 steps")
     parser.add_argument("--n-envs", type=int, default=8)

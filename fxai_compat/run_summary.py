@@ -17,7 +17,8 @@ __all__ = ["quiet_noise", "output_lines", "wandb_run_folder", "dashboard_command
 
 _LIGHTNING_LOGGERS = ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero",
                       "lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
-_OPTUNA_LOGGERS = ("optuna.storages._rdb.storage", "optuna.storages._in_memory", "optuna.storages.journal._storage")
+_OPTUNA_LOGGERS = ("optuna.storages._rdb.storage", "optuna.storages._in_memory", "optuna.storages.journal._storage",
+                   "optuna.study.study")
 
 
 class _DropMessages(logging.Filter):
@@ -31,9 +32,10 @@ class _DropMessages(logging.Filter):
 
 
 def quiet_noise() -> None:
-    """Silence Lightning's "Tip: ... litlogger" lines and Optuna's "A new study created" (idempotent)."""
+    """Silence Lightning's "Tip: ... litlogger" lines and Optuna's "A new study created" / "Using an existing study"
+    (the end of the run names the study and its storage anyway; idempotent)."""
     for names, drop in ((_LIGHTNING_LOGGERS, _DropMessages("litlogger", "litmodels")),
-                        (_OPTUNA_LOGGERS, _DropMessages("A new study created"))):
+                        (_OPTUNA_LOGGERS, _DropMessages("A new study created", "Using an existing study"))):
         for name in names:
             logger = logging.getLogger(name)
             if not any(isinstance(f, _DropMessages) for f in logger.filters):

@@ -75,3 +75,16 @@ def test_no_moviepy_warning_for_an_environment_that_cannot_render(tmp_path):
         fit(config, [RLWandbCallback(video_every_n_cycles=1)], logger=logger)
         logger.experiment.finish()
     assert not [w for w in caught if "moviepy" in str(w.message)]
+
+
+def test_optuna_study_lines_are_quiet_on_a_new_and_an_existing_study(tmp_path, capfd):
+    import optuna
+
+    from fxai_compat.run_summary import quiet_noise
+
+    quiet_noise()
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    for _ in range(2):  # first creates the study, then finds it
+        optuna.create_study(storage=storage, study_name="quiet", load_if_exists=True)
+    out, err = capfd.readouterr()
+    assert "A new study created" not in out + err and "Using an existing study" not in out + err
