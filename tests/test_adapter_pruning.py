@@ -209,3 +209,26 @@ def test_a_mid_cycle_prune_is_held_and_silences_the_legacy_callbacks():
         "Under DDP (2 processes) it was held on rank 0 from cycle 1 until every rank had stopped with it, "
         "then raised at the end of fit."]
     assert (pruner.calls, other.calls) == (2, 1)  # nothing after the raise, as after a raise in the legacy loop
+
+
+def test_the_last_collective_waits_until_the_worker_let_go_of_its_tensor_and_no_longer():
+    # The race behind a rank aborting at exit ("terminate called without an active exception"): a gloo worker
+    # drops a collective's Python-made tensor after the collective returned. fit's last collective waits for it.
+    import time
+    import weakref
+
+    import torch
+
+    from fxai_compat.adapter.ddp import _wait_until_released
+
+    tensor = torch.zeros(2)
+    held = [tensor]  # a holder that lets go later, like the worker thread
+    released = weakref.ref(tensor)
+    del tensor
+    start = time.monotonic()
+    _wait_until_released(released, timeout=0.2)  # still held: waits, bounded by the timeout
+    assert released() is not None and 0.2 <= time.monotonic() - start < 2.0
+    held.clear()
+    start = time.monotonic()
+    _wait_until_released(released, timeout=5.0)  # let go: returns at once
+    assert released() is None and time.monotonic() - start < 0.5

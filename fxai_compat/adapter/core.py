@@ -458,7 +458,7 @@ class LegacyCallbackAdapter(_AdapterBase, _DDPSupport, _PlainModuleSupport, Call
         # on_training_end), then the held exception leaves fit, after every rank's collectives are done.
         steering = [a for a in _adapters_of(trainer) if a.steers_training]
         if steering and steering[-1] is self:
-            self._sync_end(trainer, False)
+            self._sync_end(trainer, False, last=True)
         if _adapters_of(trainer)[-1] is self:
             state = _shared_state(trainer)
             exc = state.to_raise

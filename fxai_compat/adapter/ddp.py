@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 import math
 import pickle
+import time
+import weakref
 from typing import Any
 
 import pytorch_lightning as pl
@@ -54,6 +56,22 @@ def _restore(item: tuple[bytes | None, str], rank: int, world_size: int) -> Base
     return exc
 
 
+def _wait_until_released(released: "weakref.ref[Any]", timeout: float = 5.0) -> None:
+    """Return once the process group's worker thread has let go of a collective's tensor (``released`` refers to
+    it weakly; the caller keeps no other reference).
+
+    A gloo worker drops its references to a collective's tensors just after the collective completes, and
+    dropping a tensor made in Python takes the GIL. If the process exits in that moment (a rank whose ``fit``
+    ended with this collective, and whose script then ends), the worker meets an interpreter that is shutting
+    down and the process aborts ("terminate called without an active exception", exit -6), which Lightning's
+    process observer turns into killing every rank. So the last collective of fit waits, sleeping (the GIL
+    free), until the tensor is gone: normally at once; ``timeout`` bounds it in any case.
+    """
+    deadline = time.monotonic() + timeout
+    while released() is not None and time.monotonic() < deadline:
+        time.sleep(0.0005)
+
+
 class _DDPSupport:
     """The DDP half of the adapter: deferral, the end-of-cycle decision, gathering and delivering events."""
 
@@ -89,11 +107,11 @@ class _DDPSupport:
             if adapter.steers_training:
                 adapter._active = False
 
-    def _sync_end(self, trainer: "pl.Trainer", stop: bool) -> bool:
+    def _sync_end(self, trainer: "pl.Trainer", stop: bool, last: bool = False) -> bool:
         """DDP: every rank's stop request and held exception, in one collective; True if any rank asks to stop.
 
-        Called from the last steering adapter at every epoch end and at the teardown of fit: the same
-        points on every rank. When an exception is held somewhere, the ranks exchange them (once).
+        Called from the last steering adapter at every epoch end and at the teardown of fit (``last``): the
+        same points on every rank. When an exception is held somewhere, the ranks exchange them (once).
         """
         import torch
         import torch.distributed as dist
@@ -101,7 +119,12 @@ class _DDPSupport:
         state = _shared_state(trainer)
         flags = torch.tensor([int(stop), int(state.deferred is not None)], device=trainer.strategy.root_device)
         flags = trainer.strategy.reduce(flags, reduce_op="sum")
-        if int(flags[1]) and not state.ended:
+        requested, held = (int(v) for v in flags.tolist())
+        released = weakref.ref(flags)
+        del flags
+        if last:  # fit's last collective: the process may exit right after it
+            _wait_until_released(released)
+        if held and not state.ended:
             state.ended = True
             gathered: list[Any] = [None] * trainer.world_size
             dist.all_gather_object(gathered, _portable(state.deferred))
@@ -118,7 +141,7 @@ class _DDPSupport:
             else:
                 log.info("[rank %d] %s held on rank %d ends the run on every rank; this rank runs no legacy "
                          "callbacks, so its fit returns normally.", rank, gathered[source][1], source)
-        return bool(flags[0]) or bool(flags[1])
+        return bool(requested) or bool(held)
 
     # -- distributed delivery --------------------------------------------------------------------
     def _buffer_rl(self, rl_event: str, payload: Any, events: list[str]) -> None:
