@@ -47,8 +47,10 @@ Under DDP, a user's module's events are each rank's own (nothing is gathered acr
 ``ranks="zero"`` the callbacks run on rank 0 and see rank 0's announced episodes, steps and counters
 only; with ``ranks="all"`` each rank's callbacks see that rank's. (``PPOLightningModule`` instead
 gathers every rank's episodes to rank 0 with global ``env_index``; a user's module would need its own
-global numbering and a gather, which this library cannot infer.) Level-1 events (updates, rollouts,
-cycles, checkpoints) are the same on every rank.
+global numbering and a gather, which this library cannot infer.) Level-1 events (training start/end,
+updates, rollouts, evaluations, cycles) come alike on every rank that runs the callbacks; checkpoint events
+(``on_checkpoint_saved``) come on rank 0 only, the rank that writes the file, also with ``ranks="all"``
+(``tests/test_own_module_ddp.py``).
 
 The ``metrics`` dict (``on_metrics_computed`` / ``on_cycle_complete``) of a cycle holds: every value the
 module logged during the epoch's training and validation, under its logged name, as a plain float (the
