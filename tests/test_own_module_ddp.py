@@ -2,10 +2,10 @@
 display under DDP: what the docs (``fxai_compat/adapter/plain_module.py``, ``envwrap.py``, README "Your own
 LightningModule") say happens.
 
-One subprocess (``tests/scripts/ddp_own_module.py``, ~10 s) runs three fits in the same two processes: the
-user-style ``PPOModule`` (which imports nothing of fxai_compat) on a ``wrap_env``'d vector env with a recording legacy
-callback under ``ranks="zero"``, then under ``ranks="all"``, then the bundled module through ``fit`` with the progress
-display. It has its own process group and a hard timeout: a hang fails, never blocks.
+One subprocess (``tests/scripts/ddp_own_module.py``, ~10 s) runs three fits in the same two processes: the bundled
+module through ``fit`` with the progress display, then the user-style ``PPOModule`` (which imports nothing of
+fxai_compat) on a ``wrap_env``'d vector env with a recording legacy callback under ``ranks="zero"``, then under
+``ranks="all"``. It has its own process group and a hard timeout: a hang fails, never blocks.
 """
 
 from __future__ import annotations

@@ -3,12 +3,12 @@
 Usage: ``python ddp_own_module.py OUT_DIR`` (MASTER_ADDR/MASTER_PORT from the environment). Lightning re-executes
 this script for rank 1 (``LOCAL_RANK=1``); both processes then run the same three fits in turn:
 
+* ``progress``: the bundled module through ``fxai_compat.fit(..., enable_progress_bar=True)`` (the run's progress
+  display; stdout is a pipe, so one plain line per cycle);
 * ``zero``: ``tests/user_modules.PPOModule`` (imports nothing of fxai_compat) on a ``wrap_env``'d CartPole vector
   env (and an unwrapped CartPole for its validation loop), a plain ``pl.Trainer(strategy="ddp", devices=2)``,
   one ``LegacyCallbackAdapter(Recorder())`` (``ranks="zero"``) and a ``ModelCheckpoint`` every epoch;
-* ``all``: the same with ``ranks="all"``;
-* ``progress``: the bundled module through ``fxai_compat.fit(..., enable_progress_bar=True)`` (the run's progress
-  display; stdout is a pipe, so one plain line per cycle).
+* ``all``: the same with ``ranks="all"`` (last, so each process exits right after a user's module's fit).
 
 Each rank seeds its module differently (``seed=10 + rank``), so the two ranks play different episodes. The env's own
 episodes are recorded underneath the wrapper (:class:`VectorTruth`); its rewards are uneven (:class:`AngleReward`).
@@ -184,9 +184,10 @@ def main(out: Path) -> None:
     rank = int(os.environ.get("LOCAL_RANK", "0"))
     result: dict = {"rank": rank}
     try:
-        result["zero"] = own_module_fit(out, rank, "zero")
-        result["all"] = own_module_fit(out, rank, "all")
         result["progress"] = progress_fit(out)
+        result["zero"] = own_module_fit(out, rank, "zero")
+        # Last: the process ends right after this fit (where gloo's exit race showed, see adapter/ddp.py).
+        result["all"] = own_module_fit(out, rank, "all")
     finally:
         (out / f"rank{rank}.json").write_text(json.dumps(result))
 
